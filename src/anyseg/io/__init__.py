@@ -1,0 +1,1 @@
+"""Reading images and writing results (atomically)."""

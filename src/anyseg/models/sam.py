@@ -1,0 +1,285 @@
+"""SAM-family promptable models through transformers: SAM, SlimSAM, SAM-HQ, SAM 2/2.1, EdgeTAM, SAM 3.
+
+Preprocessing and postprocessing are done here (transformers' SAM 2 / SAM 3 image processors
+need torchvision, which anyseg does not depend on), following each family's reference:
+
+* ``sam`` / ``sam_hq`` (segment-anything): resize the longest side to the model's input size
+  S (1024) with PIL bilinear, normalise with ImageNet mean/std, pad bottom/right to S x S.
+  Prompts scale by ``new_size / old_size`` per axis (``ResizeLongestSide``). Low-res logits
+  (256 x 256) are upsampled to S x S, cropped to the resized image, upsampled to the original
+  size and thresholded at 0.
+* ``sam2`` / ``edgetam`` / ``sam3_tracker`` (SAM 2 predictor): resize to S x S (1024, or 1008
+  for SAM 3) without keeping the aspect ratio (bilinear, antialiased, on [0, 1] floats),
+  normalise (ImageNet for SAM 2, 0.5/0.5 for SAM 3), prompts scale by ``S / W`` and ``S / H``;
+  low-res logits are upsampled straight to the original size and thresholded at 0.
+
+The mean/std (and S) come from the checkpoint's ``preprocessor_config.json`` when it has them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anyseg.errors import ModelError, PromptError
+from anyseg.io.images import image_hash
+from anyseg.models.base import Predictor, check_embedding, check_image
+from anyseg.models.registry import ModelSpec
+from anyseg.types import Embedding, Masks, Prompt
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+
+#: transformers model class per family
+MODEL_CLASSES = {
+    "sam": "SamModel",
+    "sam_hq": "SamHQModel",
+    "sam2": "Sam2Model",
+    "edgetam": "EdgeTamModel",
+    "sam3_tracker": "Sam3TrackerModel",
+}
+#: logit magnitude given to a binary ``Prompt.mask`` when it is fed as SAM's mask input
+MASK_INPUT_LOGIT = 10.0
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an ``(H, W)`` image maps into the model's ``S x S`` input frame."""
+
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]  # resized image inside the frame (h, w)
+    frame: int  # S
+
+    @classmethod
+    def for_family(cls, family: str, original_size: tuple[int, int], frame: int) -> "Geometry":
+        h, w = original_size
+        if family in ("sam", "sam_hq"):
+            scale = frame / max(h, w)
+            # segment-anything's ResizeLongestSide.get_preprocess_shape
+            return cls(original_size, (int(h * scale + 0.5), int(w * scale + 0.5)), frame)
+        return cls(original_size, (frame, frame), frame)
+
+    def to_model(self, xy: np.ndarray) -> np.ndarray:
+        """Map ``(..., 2)`` XY pixel coordinates of the original image into the model frame."""
+        (h, w), (nh, nw) = self.original_size, self.input_size
+        out = np.array(xy, dtype=np.float64, copy=True)
+        out[..., 0] *= nw / w
+        out[..., 1] *= nh / h
+        return out
+
+
+def _default_norm(family: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return (HALF, HALF) if family == "sam3_tracker" else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _read_preprocessor(folder: Path, family: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    mean, std = _default_norm(family)
+    path = folder / "preprocessor_config.json"
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            cfg = json.loads(path.read_text())
+            mean = tuple(float(v) for v in cfg.get("image_mean", mean))
+            std = tuple(float(v) for v in cfg.get("image_std", std))
+    return mean, std
+
+
+def default_device() -> str:
+    import torch
+
+    wanted = os.environ.get("ANYSEG_DEVICE")
+    if wanted:
+        return wanted
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SamFamilyPredictor(Predictor):
+    """A promptable SAM-family model (no per-image state: embeddings are returned)."""
+
+    def __init__(self, spec: ModelSpec, model: Any, folder: Path | None = None, device: str = "cpu",
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None):
+        self.spec = spec
+        self.name = spec.name
+        self.family = spec.family
+        self.model = model
+        self.folder = folder
+        self.device = device
+        d_mean, d_std = _default_norm(spec.family)
+        self.mean = tuple(mean or d_mean)
+        self.std = tuple(std or d_std)
+        self.frame = int(model.config.prompt_encoder_config.image_size)
+        self._id = f"{spec.name}:{folder}" if folder else spec.name
+
+    @property
+    def model_id(self) -> str:
+        return self._id
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    # -- loading --------------------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, spec: ModelSpec, folder: Path, device: str | None = None) -> "SamFamilyPredictor":
+        import transformers
+
+        device = device or default_device()
+        model_cls = getattr(transformers, MODEL_CLASSES[spec.family])
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        try:
+            model = model_cls.from_pretrained(str(folder), use_safetensors=True)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"cannot load {spec.name} from {folder}: {first}") from None
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        model.eval().to(device)
+        mean, std = _read_preprocessor(folder, spec.family)
+        return cls(spec, model, folder=folder, device=device, mean=mean, std=std)
+
+    # -- preprocessing --------------------------------------------------------------------
+    def geometry(self, original_size: tuple[int, int]) -> Geometry:
+        return Geometry.for_family(self.family, original_size, self.frame)
+
+    def preprocess(self, image: np.ndarray) -> tuple["Any", Geometry]:
+        """``(1, 3, S, S)`` float pixel values for the image encoder, and the geometry."""
+        import torch
+        import torch.nn.functional as F
+
+        image = check_image(image)
+        geo = self.geometry(image.shape[:2])
+        nh, nw = geo.input_size
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        if self.family in ("sam", "sam_hq"):
+            from PIL import Image
+
+            resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+            x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() / 255.0
+            x = (x - mean) / std
+            x = F.pad(x, (0, self.frame - nw, 0, self.frame - nh))
+        else:
+            x = torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
+            x = (x - mean) / std
+        return x.unsqueeze(0), geo
+
+    # -- Predictor API --------------------------------------------------------------------
+    def embed(self, image: np.ndarray) -> Embedding:
+        import torch
+
+        image = check_image(image)
+        pixel_values, geo = self.preprocess(image)
+        with torch.inference_mode():
+            pixel_values = pixel_values.to(self.device)
+            if self.family == "sam_hq":
+                emb, inter = self.model.get_image_embeddings(pixel_values)
+                features: Any = {"image_embeddings": emb, "intermediate_embeddings": list(inter)}
+            else:
+                features = {"image_embeddings": self.model.get_image_embeddings(pixel_values)}
+        return Embedding(self.model_id, geo.original_size, geo.input_size, features, image_hash(image))
+
+    def predict(self, embedding: Embedding, prompt: Prompt, multimask: bool = False) -> Masks:
+        return self.predict_batch(embedding, [prompt], multimask=multimask)[0]
+
+    def predict_batch(self, embedding: Embedding, prompts: list[Prompt], multimask: bool = False) -> list[Masks]:
+        """Decode several prompts; prompts with the same structure share one decoder call."""
+        check_embedding(self, embedding)
+        geo = self.geometry(embedding.original_size)
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(prompts):
+            p.check_within(embedding.original_size)
+            if p.points is None and p.box is None and p.mask_logits is None and p.mask is None:
+                raise PromptError(f"{self.name} needs a point, box or mask prompt (text prompts need a text backend)")
+            has_mask = p.mask_logits is not None or p.mask is not None
+            key = ("single", i) if has_mask else (len(p.points) if p.points is not None else 0, p.box is not None)
+            groups.setdefault(key, []).append(i)
+        results: list[Masks | None] = [None] * len(prompts)
+        for idx in groups.values():
+            for i, m in zip(idx, self._decode(embedding, geo, [prompts[i] for i in idx], multimask)):
+                results[i] = m
+        return results  # type: ignore[return-value]
+
+    # -- decoding -------------------------------------------------------------------------
+    def _mask_input(self, geo: Geometry, prompt: Prompt, low_res: int) -> np.ndarray:
+        if prompt.mask_logits is not None:
+            logits = prompt.mask_logits
+            if logits.shape != (low_res, low_res):
+                raise PromptError(
+                    f"mask_logits must be this model's {low_res}x{low_res} low-resolution logits "
+                    f"(Masks.logits of an earlier prediction); got {logits.shape[0]}x{logits.shape[1]}"
+                )
+            return logits
+        import cv2
+
+        nh, nw = geo.input_size
+        frame = np.zeros((geo.frame, geo.frame), dtype=np.float32)
+        frame[:nh, :nw] = cv2.resize(prompt.mask.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(frame, (low_res, low_res), interpolation=cv2.INTER_AREA)
+        return np.where(small >= 0.5, MASK_INPUT_LOGIT, -MASK_INPUT_LOGIT).astype(np.float32)
+
+    def _decode(self, embedding: Embedding, geo: Geometry, prompts: list[Prompt], multimask: bool) -> list[Masks]:
+        import torch
+
+        n = len(prompts)
+        first = prompts[0]
+        kwargs: dict[str, Any] = {}
+        if first.points is not None:
+            pts = np.stack([geo.to_model(p.points) for p in prompts])  # (n, K, 2)
+            kwargs["input_points"] = torch.tensor(pts, dtype=torch.float32, device=self.device)[None]
+            labels = np.stack([p.labels for p in prompts])
+            kwargs["input_labels"] = torch.tensor(labels, dtype=torch.long, device=self.device)[None]
+        if first.box is not None:
+            boxes = np.stack([geo.to_model(p.box.reshape(2, 2)).reshape(4) for p in prompts])
+            kwargs["input_boxes"] = torch.tensor(boxes, dtype=torch.float32, device=self.device)[None]
+        low_res = self._low_res_size(embedding)
+        if first.mask_logits is not None or first.mask is not None:
+            m = self._mask_input(geo, first, low_res)
+            kwargs["input_masks"] = torch.from_numpy(m)[None, None].to(self.device)
+        feats = embedding.features
+        with torch.inference_mode():
+            out = self.model(
+                image_embeddings=feats["image_embeddings"],
+                multimask_output=multimask,
+                **({"intermediate_embeddings": feats["intermediate_embeddings"]} if self.family == "sam_hq" else {}),
+                **kwargs,
+            )
+        logits = out.pred_masks[0].float().cpu()  # (n, M, h, w)
+        scores = out.iou_scores[0].float().cpu().numpy()  # (n, M)
+        results = []
+        for j in range(n):
+            order = np.argsort(-scores[j], kind="stable") if multimask else np.arange(scores.shape[1])
+            if not multimask:
+                order = order[:1]
+            lr = logits[j][order]
+            masks = self.postprocess(lr, geo)
+            results.append(Masks(masks=masks, scores=scores[j][order], logits=lr.numpy()))
+        return results
+
+    def _low_res_size(self, embedding: Embedding) -> int:
+        emb = embedding.features["image_embeddings"]
+        last = emb[-1] if isinstance(emb, (list, tuple)) else emb
+        return int(last.shape[-1]) * 4  # the decoder upscales the embedding grid by 4
+
+    def postprocess(self, low_res_logits: "Any", geo: Geometry) -> np.ndarray:
+        """``(M, h, w)`` low-res logits -> ``(M, H, W)`` bool masks at the original size."""
+        import torch.nn.functional as F
+
+        h, w = geo.original_size
+        out = np.zeros((low_res_logits.shape[0], h, w), dtype=bool)
+        for k in range(low_res_logits.shape[0]):  # one at a time: bounded memory on large images
+            x = low_res_logits[k][None, None]
+            if self.family in ("sam", "sam_hq"):
+                nh, nw = geo.input_size
+                x = F.interpolate(x, (geo.frame, geo.frame), mode="bilinear", align_corners=False)
+                x = x[..., :nh, :nw]
+            x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
+            out[k] = (x[0, 0] > 0).numpy()
+        return out

@@ -1,0 +1,33 @@
+"""Shared test fixtures.
+
+Real data lives beside the repository in ``../shared/data`` (or ``$ANYSEG_SHARED_DATA``);
+tests that need it skip with a clear reason when it is absent (a user's fresh clone).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ANYSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of ``../shared/data/<name>``, or skip the test when it is not there."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data set {name!r} not found at {path} (set ANYSEG_SHARED_DATA to its parent folder)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_model_dirs(tmp_path_factory, monkeypatch):
+    """Never let a test see (or write to) the user's model folders or the network."""
+    home = tmp_path_factory.mktemp("hf_home")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ANYSEG_MODELS", raising=False)
