@@ -90,6 +90,18 @@ def _read_preprocessor(folder: Path, family: str) -> tuple[tuple[float, ...], tu
     return mean, std
 
 
+def _require_timm(spec: ModelSpec) -> None:
+    """EdgeTAM's RepViT backbone is built by timm, which needs torchvision."""
+    import importlib.util
+
+    missing = [m for m in ("timm", "torchvision") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelError(
+            f"{spec.name} needs {' and '.join(missing)} for its RepViT backbone (transformers builds it with timm); "
+            "install them to use it"
+        )
+
+
 def default_device() -> str:
     import torch
 
@@ -130,12 +142,14 @@ class SamFamilyPredictor(Predictor):
         import transformers
 
         device = device or default_device()
+        if spec.family == "edgetam":
+            _require_timm(spec)
         model_cls = getattr(transformers, MODEL_CLASSES[spec.family])
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()
         try:
             model = model_cls.from_pretrained(str(folder), use_safetensors=True)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        except Exception as e:  # corrupt safetensors, shape mismatches, bad configs: all the weights' fault
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"cannot load {spec.name} from {folder}: {first}") from None
         finally:
@@ -161,8 +175,8 @@ class SamFamilyPredictor(Predictor):
         if self.family in ("sam", "sam_hq"):
             from PIL import Image
 
-            resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
-            x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float() / 255.0
+            resized = np.array(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
+            x = torch.from_numpy(resized).permute(2, 0, 1).float() / 255.0
             x = (x - mean) / std
             x = F.pad(x, (0, self.frame - nw, 0, self.frame - nh))
         else:

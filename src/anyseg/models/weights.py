@@ -44,6 +44,17 @@ def models_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache, read from the environment at call time (huggingface_hub reads it at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
 def how_to_get(spec: ModelSpec) -> str:
     return (
         f"run `anyseg models pull {spec.name}` while online, put the transformers folder of {spec.hub_id} "
@@ -89,7 +100,8 @@ def _hf_cache_snapshot(spec: ModelSpec) -> Path | None:
 
     try:
         folder = snapshot_download(
-            spec.hub_id, revision=spec.revision, local_files_only=True, allow_patterns=DOWNLOAD_PATTERNS
+            spec.hub_id, revision=spec.revision, local_files_only=True, allow_patterns=DOWNLOAD_PATTERNS,
+            cache_dir=hf_cache_dir(),
         )
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
@@ -139,7 +151,9 @@ def download(spec: ModelSpec, progress: bool = True) -> Path:
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     try:
-        folder = snapshot_download(spec.hub_id, revision=spec.revision, allow_patterns=DOWNLOAD_PATTERNS)
+        folder = snapshot_download(
+            spec.hub_id, revision=spec.revision, allow_patterns=DOWNLOAD_PATTERNS, cache_dir=hf_cache_dir()
+        )
     except GatedRepoError:
         raise ModelNotAvailable(
             f"{spec.hub_id} is gated: accept its licence on the hub and log in (`hf auth login`), then retry"
