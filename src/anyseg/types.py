@@ -148,7 +148,7 @@ class Masks:
 
     @property
     def areas(self) -> np.ndarray:
-        return self.masks.reshape(len(self), -1).sum(axis=1).astype(np.int64)
+        return self.masks.sum(axis=(1, 2), dtype=np.int64)
 
     # -- selection ------------------------------------------------------------------------
     def __getitem__(self, index: Any) -> "Masks":
