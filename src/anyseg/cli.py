@@ -174,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except OSError as e:  # disk full, permissions: not a bug, still one line
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        return _fail(f"{e.strerror or e}{where}", 1)
     except MemoryError:
         return _fail("out of memory (try a smaller image, --max-pixels, or a smaller model)", 1)
     except Exception as e:  # a bug: still one line, unless debugging

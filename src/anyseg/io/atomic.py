@@ -34,6 +34,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
         raise
 
 
+@contextlib.contextmanager
+def staged_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """A staging folder inside ``out_dir``; on success its files move into ``out_dir``.
+
+    Files are moved in name order with ``*.json`` last (the record that names the others),
+    each with an atomic rename. On failure the staging folder is removed and ``out_dir``
+    keeps exactly what it had.
+    """
+    import shutil
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".anyseg-staging-", dir=out))
+    try:
+        yield stage
+        files = sorted(stage.iterdir(), key=lambda p: (p.suffix == ".json", p.name))
+        for f in files:
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_open(path, "wb") as f:
         f.write(data)

@@ -80,20 +80,22 @@ def result_record(result: SegmentResult, image_path: str | None = None, files: l
 
 def write_results(result: SegmentResult, image: np.ndarray, out_dir: str | Path, stem: str,
                   image_path: str | None = None) -> tuple[dict[str, Any], Path]:
-    """Write per-mask PNGs and overlays, then the JSON record (last, so it only names files that exist).
+    """Write per-mask PNGs and overlays, then the JSON record.
 
-    Every file is written atomically; a failure leaves earlier results in ``out_dir`` intact.
+    All files are first written into a staging folder inside ``out_dir`` and only then moved
+    into place (JSON last), so a failure while writing leaves the earlier results in
+    ``out_dir`` exactly as they were.
     """
-    from anyseg.io.atomic import write_json
+    from anyseg.io.atomic import staged_dir, write_json
     from anyseg.io.export import save_mask_pngs, save_overlay_png
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mask_paths = save_mask_pngs(result.masks, out_dir, stem)
-    files = []
-    for i, mp in enumerate(mask_paths):
-        overlay = save_overlay_png(image, result.masks[i], out_dir / f"{stem}_overlay{i}.png", prompt=result.prompt)
-        files.append({"mask_png": Path(mp).name, "overlay_png": Path(overlay).name})
-    record = result_record(result, image_path=image_path, files=files)
-    json_path = write_json(out_dir / f"{stem}.json", record)
-    return record, json_path
+    with staged_dir(out_dir) as stage:
+        mask_paths = save_mask_pngs(result.masks, stage, stem)
+        files = []
+        for i, mp in enumerate(mask_paths):
+            overlay = save_overlay_png(image, result.masks[i], stage / f"{stem}_overlay{i}.png", prompt=result.prompt)
+            files.append({"mask_png": Path(mp).name, "overlay_png": Path(overlay).name})
+        record = result_record(result, image_path=image_path, files=files)
+        write_json(stage / f"{stem}.json", record)
+    return record, out_dir / f"{stem}.json"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up, then run the main job on the bundled example image (Chelsea the cat, CC0):
+# promptable segmentation from a box and a click. With no SAM-family weights present it
+# uses the classical engine (and says so); put weights in place (`anyseg models pull NAME`)
+# and the same command uses the best one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+OUT=${1:-out/demo}
+anyseg models list
+anyseg segment src/anyseg/data/chelsea.jpg --box 140,20,330,290 --point 230,150 --multimask --out "$OUT"
+echo "masks, overlays and JSON written to $OUT/"
