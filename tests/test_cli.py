@@ -144,7 +144,7 @@ def _bomb_png(path: Path, width: int, height: int) -> None:
         ("folder", ["adir", "--box", "1,1,5,5"], ["got a folder"]),
         ("image", ["disc.png", "--box", "1,1,5,5", "--max-pixels", "1000"], ["over the limit", "--max-pixels"]),
         ("image", ["disc.png", "--point", "500,20"], ["point (500, 20) is outside the 240x160 image"]),
-        ("image", ["disc.png", "--point", "-1,20"], ["outside"]),
+        ("image", ["disc.png", "--point=-1,20"], ["outside"]),
         ("image", ["disc.png", "--box", "0,0,300,100"], ["outside the 240x160 image"]),
         ("image", ["disc.png", "--point", "10,abc"], ["malformed point"]),
         ("image", ["disc.png", "--point", "10,20:2"], ["LABEL must be 1"]),
@@ -187,7 +187,7 @@ def test_failed_run_keeps_earlier_results(capsys, image_path, tmp_path, monkeypa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(export, "save_overlay_png", broken)
-    code, _, err = run(capsys, "segment", image_path, "--box", "60,20,180,140", "--out", out)
+    code, _, err = run(capsys, "segment", image_path, "--box", "60,20,180,140", "--model", "classical", "--out", out)
     assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert after == before, "earlier results unchanged and no temporary files left behind"

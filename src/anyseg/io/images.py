@@ -46,7 +46,7 @@ def _open_checked(path: str | os.PathLike, max_pixels: int | None):
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise InputError(f"image is too large (decompression bomb check): {path}") from None
     except OSError as e:
-        raise InputError(f"cannot read image {path}: {e.strerror or e}") from None
+        raise InputError(f"corrupt or truncated image {path}: {e.strerror or e}") from None
     w, h = im.size
     if w * h > limit:
         im.close()

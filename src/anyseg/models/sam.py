@@ -256,7 +256,7 @@ class SamFamilyPredictor(Predictor):
         low_res = self._low_res_size(embedding)
         if first.mask_logits is not None or first.mask is not None:
             m = self._mask_input(geo, first, low_res)
-            kwargs["input_masks"] = torch.from_numpy(m)[None, None].to(self.device)
+            kwargs["input_masks"] = torch.tensor(m, device=self.device)[None, None]
         feats = embedding.features
         with torch.inference_mode():
             out = self.model(
