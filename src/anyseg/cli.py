@@ -84,6 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
     mlist.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pull = msub.add_parser("pull", help="download a model's weights into the Hugging Face cache")
     pull.add_argument("name")
+
+    from anyseg.eval.cli import add_parsers as add_eval_parsers
+
+    add_eval_parsers(sub)
     return parser
 
 
@@ -167,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "segment":
             return _cmd_segment(args)
+        if args.command == "eval":
+            from anyseg.eval.cli import run as run_eval
+
+            return run_eval(args)
         return _cmd_models(args)
     except SystemExit as e:  # argparse: --help/--version (0) or our one-line usage errors (2)
         return int(e.code or 0) if not isinstance(e.code, str) else _fail(e.code)

@@ -1,0 +1,167 @@
+"""``anyseg eval ...``: interactive, box, video, semantic and stored-mask evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from anyseg.errors import InputError
+
+KINDS = ("interactive", "box", "video", "semantic", "masks")
+
+
+def add_parsers(sub) -> None:
+    ev = sub.add_parser("eval", help="evaluate a model (or masks from any tool) with the field's protocols")
+    esub = ev.add_subparsers(dest="eval_command", metavar="KIND", parser_class=type(ev))
+    esub.required = True
+
+    def common(p, model: bool = True) -> None:
+        if model:
+            p.add_argument("--model", required=True, help="registry name (or auto)")
+            p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
+            p.add_argument("--device", default=None)
+        p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N items")
+        p.add_argument("--out", metavar="DIR", help="output folder (default runs/eval/KIND-MODEL-DATA); reruns resume")
+        p.add_argument("--fresh", action="store_true", help="discard earlier results in --out instead of resuming")
+
+    p = esub.add_parser("interactive", help="NoC@85/90 and mIoU@k with the standard click simulator")
+    p.add_argument("--data", required=True, help="folder with images/ and masks/ (paired by file stem)")
+    p.add_argument("--max-clicks", type=int, default=20)
+    p.add_argument("--ignore-value", default="auto", help="mask value to ignore: auto (128 in lossless masks), none, or N")
+    common(p)
+    p = esub.add_parser("box", help="IoU/Dice with each ground-truth mask's tight box as the prompt")
+    p.add_argument("--data", required=True, help="folder with images/ and masks/ (paired by file stem)")
+    p.add_argument("--ignore-value", default="auto")
+    common(p)
+    p = esub.add_parser("video", help="semi-supervised VOS J&F (first frame's masks given), DAVIS protocol")
+    p.add_argument("--data", required=True, help="DAVIS folder (JPEGImages/ and Annotations/)")
+    p.add_argument("--resolution", default="480p")
+    p.add_argument("--all-frames", action="store_true", help="also score the first and last frames")
+    common(p)
+    p = esub.add_parser("semantic", help="confusion-matrix mIoU and pixel accuracy over class names")
+    p.add_argument("--data", required=True, help="folder with images/ and labels/ (class-id PNGs)")
+    p.add_argument("--classes", required=True, help="comma-separated class names, in label-id order")
+    p.add_argument("--void-id", type=int, default=255, help="label id to ignore (default 255)")
+    common(p)
+    p = esub.add_parser("masks", help="score masks written by any tool against ground truth")
+    p.add_argument("--pred", required=True, help="predicted masks: NAME.png per image, or SEQ/NNNNN.png with --video")
+    p.add_argument("--gt", required=True, help="ground truth: a masks folder (or a data folder with masks/), or DAVIS")
+    p.add_argument("--video", action="store_true", help="DAVIS-format video results: J&F")
+    p.add_argument("--ignore-value", default="auto")
+    p.add_argument("--resolution", default="480p")
+    p.add_argument("--all-frames", action="store_true")
+    common(p, model=False)
+
+
+def _ignore_value(text: str):
+    if text == "auto":
+        return "auto"
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--ignore-value must be auto, none or an integer; got {text!r}") from None
+
+
+def _data_dir(path: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"data folder not found: {p}")
+    return p
+
+
+def _limit(n: int | None) -> int | None:
+    if n is not None and n < 1:
+        raise InputError(f"--limit must be at least 1; got {n}")
+    return n
+
+
+def run(args: argparse.Namespace) -> int:
+    from anyseg.eval import datasets, runners
+    from anyseg.eval.report import format_table, write_report
+    from anyseg.eval.store import ResultStore
+
+    kind = args.eval_command
+    limit = _limit(args.limit)
+    model_name = getattr(args, "model", None) or "masks"
+    data = Path(args.pred if kind == "masks" else args.data)
+    header: dict = {"kind": kind + ("-video" if kind == "masks" and args.video else ""), "model": model_name,
+                    "weights": getattr(args, "weights", None)}
+
+    def store() -> ResultStore:
+        out = Path(args.out) if args.out else Path("runs") / "eval" / f"{header['kind']}-{model_name}-{data.resolve().name}"
+        return ResultStore(out, header, fresh=args.fresh)
+
+    if kind in ("interactive", "box"):
+        from anyseg.models import load_model
+
+        samples = datasets.read_mask_folder(_data_dir(args.data), ignore_value=_ignore_value(args.ignore_value), limit=limit)
+        if kind == "interactive" and args.max_clicks < 1:
+            raise InputError(f"--max-clicks must be at least 1; got {args.max_clicks}")
+        header.update(data=str(Path(args.data).resolve()), ignore_value=args.ignore_value)
+        if kind == "interactive":
+            header["max_clicks"] = args.max_clicks
+        predictor = load_model(args.model, weights=args.weights, device=args.device)
+        header["model"] = predictor.name  # auto -> the model actually used
+        st = store()
+        if kind == "interactive":
+            records, summary = runners.run_interactive(predictor, samples, st, max_clicks=args.max_clicks)
+        else:
+            records, summary = runners.run_box(predictor, samples, st)
+    elif kind == "video":
+        samples = datasets.read_davis(_data_dir(args.data), resolution=args.resolution, limit=limit)
+        factory = runners.VIDEO_ENGINES.get(args.model)
+        if factory is None:
+            known = ", ".join(sorted(runners.VIDEO_ENGINES)) or "none installed yet"
+            raise InputError(f"no video engine named {args.model!r} (video engines: {known}); "
+                             "`anyseg eval masks --video` scores DAVIS-format results from any tool")
+        header.update(data=str(Path(args.data).resolve()), skip_first_last=not args.all_frames)
+        st = store()
+        records, summary = runners.run_video(factory(args.model), samples, st, skip_first_last=not args.all_frames)
+    elif kind == "semantic":
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        if not classes:
+            raise InputError("--classes is empty: give comma-separated class names in label-id order")
+        if len(set(classes)) != len(classes):
+            raise InputError(f"--classes has duplicate names: {sorted({c for c in classes if classes.count(c) > 1})}")
+        samples = datasets.read_semantic(_data_dir(args.data), len(classes), void_id=args.void_id, limit=limit)
+        factory = runners.SEMANTIC_ENGINES.get(args.model)
+        if factory is None:
+            known = ", ".join(sorted(runners.SEMANTIC_ENGINES)) or "none installed yet"
+            raise InputError(f"no semantic engine named {args.model!r} (semantic engines: {known})")
+        header.update(data=str(Path(args.data).resolve()), classes=classes, void_id=args.void_id)
+        st = store()
+        records, summary = runners.run_semantic(factory(args.model, classes), samples, classes, st)
+    else:  # masks
+        pred_dir = _data_dir(args.pred)
+        gt_dir = _data_dir(args.gt)
+        header.update(pred=str(pred_dir.resolve()), gt=str(gt_dir.resolve()))
+        if args.video:
+            samples = datasets.read_davis(gt_dir, resolution=args.resolution, limit=limit)
+            header["skip_first_last"] = not args.all_frames
+            st = store()
+            records, summary = runners.score_video_files(pred_dir, samples, st, skip_first_last=not args.all_frames)
+            kind = "video-masks"
+        else:
+            mask_dir = gt_dir / "masks" if (gt_dir / "masks").is_dir() else gt_dir
+            gts = datasets._files_by_stem(mask_dir, "ground-truth mask")
+            preds = datasets._files_by_stem(pred_dir, "predicted mask")
+            missing = sorted(set(gts) - set(preds))
+            if missing:
+                raise InputError(f"no prediction for {gts[missing[0]].name} in {pred_dir} (matched by file stem)")
+            iv = _ignore_value(args.ignore_value)
+            header["ignore_value"] = args.ignore_value
+            pairs = []
+            for stem in list(gts)[: limit or None]:
+                ignore = (None if gts[stem].suffix.lower() in (".jpg", ".jpeg") else 128) if iv == "auto" else iv
+                pairs.append((stem, preds[stem], datasets.MaskSample(stem, gts[stem], gts[stem], ignore)))
+            st = store()
+            records, summary = runners.score_mask_files(pairs, st)
+    command = "anyseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else f"anyseg eval {kind}"
+    paths = write_report(st.out_dir, kind, header, records, summary, command)
+    print(format_table(summary))
+    print(f"report: {paths['report']}  (JSON: {paths['summary']}, per-item: {st.path})", file=sys.stderr)
+    return 0
