@@ -246,3 +246,22 @@ def test_davis2016_ground_truth_scores_one(capsys, tmp_path):
                        "--out", tmp_path / "o")
     assert code == 0, err
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["summary"]["J&F-Mean"] == 1.0
+
+
+def test_eval_masks_coco_json_equals_pycocotools(capsys, tmp_path):
+    from anyseg.eval.coco_eval import coco_mask_ap
+    from anyseg.io.export import to_coco
+    from anyseg.types import Masks
+
+    gt_masks = Masks(np.stack([_disc(50, 70, 25, 20, 10), _disc(50, 70, 25, 50, 12)]))
+    gt = to_coco(gt_masks, image_id=1, file_name="a.png")
+    pred = to_coco(Masks(np.stack([np.roll(gt_masks.masks[0], 2, 1), gt_masks.masks[1]]), scores=[0.9, 0.8]),
+                   image_id=1, file_name="a.png")["annotations"]
+    results = [{k: a[k] for k in ("image_id", "category_id", "segmentation", "score")} for a in pred]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(results))
+    code, stdout, err = run(capsys, "eval", "masks", "--pred", tmp_path / "pred.json", "--gt", tmp_path / "gt.json",
+                            "--out", tmp_path / "o")
+    assert code == 0, err
+    stats = json.loads((tmp_path / "o" / "summary.json").read_text())["summary"]
+    assert stats["AP"] == pytest.approx(coco_mask_ap(gt, results)["AP"]) and "AP50" in stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -46,8 +47,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--void-id", type=int, default=255, help="label id to ignore (default 255)")
     common(p)
     p = esub.add_parser("masks", help="score masks written by any tool against ground truth")
-    p.add_argument("--pred", required=True, help="predicted masks: NAME.png per image, or SEQ/NNNNN.png with --video")
-    p.add_argument("--gt", required=True, help="ground truth: a masks folder (or a data folder with masks/), or DAVIS")
+    p.add_argument("--pred", required=True,
+                   help="predicted masks: NAME.png per image, SEQ/NNNNN.png with --video, or a COCO results JSON")
+    p.add_argument("--gt", required=True,
+                   help="ground truth: a masks folder (or a data folder with masks/), DAVIS, or COCO instances JSON")
     p.add_argument("--video", action="store_true", help="DAVIS-format video results: J&F")
     p.add_argument("--ignore-value", default="auto")
     p.add_argument("--resolution", default="480p")
@@ -80,6 +83,13 @@ def _limit(n: int | None) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anyseg.eval.perf import RSSMonitor
+
+    with RSSMonitor(interval_s=0.05) as monitor:
+        return _run(args, monitor)
+
+
+def _run(args: argparse.Namespace, monitor) -> int:
     from anyseg.eval import datasets, runners
     from anyseg.eval.report import format_table, write_report
     from anyseg.eval.store import ResultStore
@@ -135,6 +145,26 @@ def run(args: argparse.Namespace) -> int:
         header.update(data=str(Path(args.data).resolve()), classes=classes, void_id=args.void_id)
         st = store()
         records, summary = runners.run_semantic(factory(args.model, classes), samples, classes, st)
+    elif Path(args.pred).suffix.lower() == ".json" or Path(args.gt).suffix.lower() == ".json":
+        from anyseg.eval.coco_eval import coco_mask_ap
+        from anyseg.eval.report import format_table
+
+        try:
+            preds = json.loads(Path(args.pred).read_text())
+        except FileNotFoundError:
+            raise InputError(f"COCO results file not found: {args.pred}") from None
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read COCO results {args.pred}: {e}") from None
+        if not isinstance(preds, list):
+            raise InputError(f"{args.pred} must be a COCO results list (image_id, category_id, segmentation, score)")
+        stats = coco_mask_ap(args.gt, preds)
+        print(format_table({k: round(float(v), 4) for k, v in stats.items()}))
+        if args.out:
+            from anyseg.io.atomic import write_json
+
+            write_json(Path(args.out) / "summary.json", {"header": dict(header, kind="masks-coco", pred=args.pred,
+                                                                         gt=args.gt), "summary": stats})
+        return 0
     else:  # masks
         pred_dir = _data_dir(args.pred)
         gt_dir = _data_dir(args.gt)
@@ -160,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 pairs.append((stem, preds[stem], datasets.MaskSample(stem, gts[stem], gts[stem], ignore)))
             st = store()
             records, summary = runners.score_mask_files(pairs, st)
+    summary["peak_rss_mb"] = round(monitor.peak_mb, 1)
     command = "anyseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else f"anyseg eval {kind}"
     paths = write_report(st.out_dir, kind, header, records, summary, command)
     print(format_table(summary))
