@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then run the main job on the bundled example image (Chelsea the cat, CC0):
-# promptable segmentation from a box and a click. With no SAM-family weights present it
+# Set up, then run the main job on the bundled example image (a coffee cup on its saucer, CC0):
+# promptable segmentation from a box. With no SAM-family weights present it
 # uses the classical engine (and says so); put weights in place (`anyseg models pull NAME`)
 # and the same command uses the best one.
 set -euo pipefail
@@ -9,5 +9,5 @@ bash scripts/setup.sh
 . .venv/bin/activate
 OUT=${1:-out/demo}
 anyseg models list
-anyseg segment src/anyseg/data/chelsea.jpg --box 140,20,330,290 --point 230,150 --multimask --out "$OUT"
+anyseg segment src/anyseg/data/coffee.jpg --box 75,12,482,392 --multimask --out "$OUT"
 echo "masks, overlays and JSON written to $OUT/"

@@ -19,7 +19,7 @@ from anyseg.cli import main
 
 from tiny_models import build_sam
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "src" / "anyseg" / "data" / "chelsea.jpg"
+EXAMPLE = Path(__file__).resolve().parents[1] / "src" / "anyseg" / "data" / "coffee.jpg"
 
 
 @pytest.fixture()
@@ -210,4 +210,4 @@ def test_console_script_has_no_traceback(tmp_path):
 
 def test_example_image_is_shipped():
     assert EXAMPLE.is_file(), "the README's example image"
-    assert Image.open(EXAMPLE).size == (451, 300)
+    assert Image.open(EXAMPLE).size == (600, 400)

@@ -28,7 +28,7 @@ def palette(n: int, seed: int = 0) -> np.ndarray:
     """
     if n < 0:
         raise InputError(f"palette size must be >= 0; got {n}")
-    start = (seed * _GOLDEN * 7.0 + 0.1) % 1.0
+    start = (seed * _GOLDEN * 7.0 + 0.55) % 1.0  # cyan first: rare in natural images
     out = np.zeros((n, 3), dtype=np.uint8)
     for i in range(n):
         hue = (start + i * _GOLDEN) % 1.0
