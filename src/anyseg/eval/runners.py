@@ -47,6 +47,23 @@ def _check_size(what: str, a: np.ndarray, b: np.ndarray, path: Any) -> None:
         raise InputError(f"{what} {path} is {a.shape[1]}x{a.shape[0]} but the ground truth is {b.shape[1]}x{b.shape[0]}")
 
 
+def _pending_masks(samples: Sequence[MaskSample], store: ResultStore, desc: str
+                   ) -> Iterator[tuple[MaskSample, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """``(sample, image, gt, ignore)`` for the samples not yet in ``store``, checked, with a progress bar."""
+    for s in _progress([s for s in samples if s.name not in store], desc):
+        image = s.load_image()
+        gt, ignore = s.load_gt()
+        _check_size("image", image, gt, s.image_path)
+        if not gt.any():
+            raise InputError(f"ground truth {s.mask_path} is empty: nothing to prompt with")
+        yield s, image, gt, ignore
+
+
+def _records(store: ResultStore, names: Iterable[str]) -> list[dict]:
+    wanted = set(names)
+    return [r for r in store.records() if r["name"] in wanted]
+
+
 def tight_box(mask: np.ndarray) -> list[float]:
     ys, xs = np.nonzero(mask)
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
@@ -60,12 +77,7 @@ def run_interactive(predictor, samples: Sequence[MaskSample], store: ResultStore
     """NoC / mIoU@k with the standard click simulator (see :mod:`anyseg.eval.clicker`)."""
     from anyseg.eval.clicker import InteractiveResult, noc, simulate, summarize
 
-    for s in _progress([s for s in samples if s.name not in store], "interactive"):
-        image = s.load_image()
-        gt, ignore = s.load_gt()
-        _check_size("image", image, gt, s.image_path)
-        if not gt.any():
-            raise InputError(f"ground truth {s.mask_path} is empty: nothing to click on")
+    for s, image, gt, ignore in _pending_masks(samples, store, "interactive"):
         t = time.perf_counter()
         res = simulate(predictor, image, gt, ignore=ignore, max_clicks=max_clicks)
         store.add({
@@ -74,7 +86,7 @@ def run_interactive(predictor, samples: Sequence[MaskSample], store: ResultStore
             **{f"NoC@{round(t_ * 100)}": noc(res.ious, t_, max_clicks) for t_ in thresholds},
             "seconds": round(time.perf_counter() - t, 3),
         })
-    records = [r for r in store.records() if r["name"] in {s.name for s in samples}]
+    records = _records(store, (s.name for s in samples))
     results = [InteractiveResult(ious=list(r["ious"]), clicks=[tuple(c) for c in r["clicks"]]) for r in records]
     summary = summarize(results, thresholds=tuple(thresholds), max_clicks=max_clicks) if results else {}
     return records, summary
@@ -88,12 +100,7 @@ def run_box(predictor, samples: Sequence[MaskSample], store: ResultStore) -> tup
     from anyseg.eval.metrics import dice, iou
     from anyseg.types import Prompt
 
-    for s in _progress([s for s in samples if s.name not in store], "box"):
-        image = s.load_image()
-        gt, ignore = s.load_gt()
-        _check_size("image", image, gt, s.image_path)
-        if not gt.any():
-            raise InputError(f"ground truth {s.mask_path} is empty: no box to prompt with")
+    for s, image, gt, ignore in _pending_masks(samples, store, "box"):
         box = tight_box(gt)
         t = time.perf_counter()
         masks = predictor.predict(predictor.embed(image), Prompt(box=box))
@@ -102,7 +109,7 @@ def run_box(predictor, samples: Sequence[MaskSample], store: ResultStore) -> tup
         store.add({"name": s.name, "box": box, "iou": round(iou(pred, gt, ignore), 6),
                    "dice": round(dice(pred, gt, ignore), 6), "score": round(float(masks.scores[0]), 6),
                    "seconds": round(seconds, 3)})
-    records = [r for r in store.records() if r["name"] in {s.name for s in samples}]
+    records = _records(store, (s.name for s in samples))
     return records, _mean_summary(records, ("iou", "dice", "seconds"))
 
 
@@ -175,7 +182,7 @@ def run_video(engine: VideoEngine, samples: Sequence[VideoSample], store: Result
         rec = score_video(s.name, gt, pred, skip_first_last)
         rec["fps"] = round(len(s) / max(seconds, 1e-9), 3)
         store.add(rec)
-    records = [r for r in store.records() if r["name"] in {s.name for s in samples}]
+    records = _records(store, (s.name for s in samples))
     return records, video_summary(records)
 
 
@@ -198,7 +205,7 @@ def run_semantic(engine: SemanticEngine, samples: Sequence[SemanticSample], clas
         cm = ConfusionMatrix(n, ignore_index=s.void_id)
         cm.update(pred, labels)
         store.add({"name": s.name, "confusion": cm.matrix.astype(int).tolist(), "seconds": round(seconds, 3)})
-    records = [r for r in store.records() if r["name"] in {s.name for s in samples}]
+    records = _records(store, (s.name for s in samples))
     return records, semantic_summary(records, classes)
 
 
@@ -226,7 +233,7 @@ def score_mask_files(pairs: Sequence[tuple[str, Any, MaskSample]], store: Result
         _check_size("prediction", pred, gt, pred_path)
         store.add({"name": name, "iou": round(iou(pred, gt, ignore), 6), "dice": round(dice(pred, gt, ignore), 6),
                    "boundary_f": round(float(db_eval_boundary(gt, pred, ignore)), 6)})
-    records = [r for r in store.records() if r["name"] in {p[0] for p in pairs}]
+    records = _records(store, (p[0] for p in pairs))
     return records, _mean_summary(records, ("iou", "dice", "boundary_f"))
 
 
@@ -247,5 +254,5 @@ def score_video_files(pred_root, samples: Sequence[VideoSample], store: ResultSt
             _check_size("prediction", ids, gt[t], path)
             pred[t] = ids
         store.add(score_video(s.name, gt, pred, skip_first_last))
-    records = [r for r in store.records() if r["name"] in {s.name for s in samples}]
+    records = _records(store, (s.name for s in samples))
     return records, video_summary(records)
