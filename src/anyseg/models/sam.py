@@ -297,3 +297,82 @@ class SamFamilyPredictor(Predictor):
             x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
             out[k] = (x[0, 0] > 0).numpy()
         return out
+
+    # -- automatic mask generation (anyseg.tasks.everything) ------------------------------
+    def decode_points(self, embedding: Embedding, points_xy: np.ndarray, multimask: bool = True,
+                      mask_inputs: "Any | None" = None) -> tuple["Any", "Any"]:
+        """Decode one positive click per row in one decoder call (the point-grid inner loop).
+
+        Args:
+            embedding: from :meth:`embed`.
+            points_xy: ``(B, 2)`` XY pixels of the embedded image (mapped like ``Prompt.points``).
+            multimask: 3 candidates per point in the decoder's order (SAM / SAM 2: the three
+                multimask tokens, not sorted; transformers' SAM-HQ returns them sorted by
+                score), else the single-mask output (SAM 2's dynamic multimask fallback
+                included, as the model does it).
+            mask_inputs: optional ``(B, h, w)`` low-resolution logits, one per point, fed as the
+                dense mask prompt (SAM 2's mask-to-mask refinement). Each point then becomes
+                its own batch item, with the image features broadcast to ``B``.
+
+        Returns:
+            ``(low_res_logits, iou_scores)``: float32 tensors ``(B, M, h, w)`` and ``(B, M)``
+            on the predictor's device (``M`` = 3 with ``multimask``, else 1).
+        """
+        import torch
+
+        check_embedding(self, embedding)
+        geo = self.geometry(embedding.original_size)
+        pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+        b = len(pts)
+        coords = torch.tensor(geo.to_model(pts), dtype=torch.float32, device=self.device)
+        feats = embedding.features
+        emb = feats["image_embeddings"]
+        inter = feats.get("intermediate_embeddings")
+        kwargs: dict[str, Any] = {}
+        if mask_inputs is None:
+            kwargs["input_points"] = coords[None, :, None, :]
+            kwargs["input_labels"] = torch.ones((1, b, 1), dtype=torch.long, device=self.device)
+        else:
+            low = self._low_res_size(embedding)
+            masks = torch.as_tensor(mask_inputs, dtype=torch.float32).to(self.device)
+            if tuple(masks.shape) != (b, low, low):
+                raise PromptError(f"mask_inputs must have shape ({b}, {low}, {low}); got {tuple(masks.shape)}")
+
+            def widen(t: Any) -> Any:
+                return t.expand(b, *t.shape[1:])
+
+            emb = [widen(t) for t in emb] if isinstance(emb, (list, tuple)) else widen(emb)
+            inter = [widen(t) for t in inter] if inter is not None else None
+            kwargs["input_points"] = coords[:, None, None, :]
+            kwargs["input_labels"] = torch.ones((b, 1, 1), dtype=torch.long, device=self.device)
+            kwargs["input_masks"] = masks[:, None]
+        with torch.inference_mode():
+            out = self.model(
+                image_embeddings=emb,
+                multimask_output=multimask,
+                **({"intermediate_embeddings": inter} if self.family == "sam_hq" else {}),
+                **kwargs,
+            )
+        logits, scores = out.pred_masks.float(), out.iou_scores.float()
+        if mask_inputs is None:
+            return logits[0], scores[0]
+        return logits[:, 0], scores[:, 0]
+
+    def upscale_logits(self, low_res_logits: "Any", geo: Geometry) -> "Any":
+        """``(..., h, w)`` low-res logits -> ``(..., H, W)`` float logits at ``geo.original_size``.
+
+        The same resampling as :meth:`postprocess` without the threshold (SAM / SAM-HQ: to the
+        frame, crop the padding, to the image; SAM 2 family: straight to the image), on the
+        tensor's device. Callers bound memory by passing a few masks at a time.
+        """
+        import torch.nn.functional as F
+
+        h, w = geo.original_size
+        lead = tuple(low_res_logits.shape[:-2])
+        x = low_res_logits.reshape(-1, 1, *low_res_logits.shape[-2:]).float()
+        if self.family in ("sam", "sam_hq"):
+            nh, nw = geo.input_size
+            x = F.interpolate(x, (geo.frame, geo.frame), mode="bilinear", align_corners=False)
+            x = x[..., :nh, :nw]
+        x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
+        return x.reshape(*lead, h, w)
