@@ -77,6 +77,28 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="refuse larger images (default 40000000, or $ANYSEG_MAX_PIXELS)")
     seg.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
 
+    ev = sub.add_parser("everything", help="segment everything: automatic mask generation (SAM / SAM 2 semantics)")
+    ev.add_argument("image", help="image file")
+    ev.add_argument("--model", default="auto", help="registry name (default auto); classical = superpixel regions")
+    ev.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
+    ev.add_argument("--points-per-side", type=int, default=None, metavar="N", help="grid of N x N clicks (default 32)")
+    ev.add_argument("--points-per-batch", type=int, default=None, metavar="N", help="clicks per decoder call (default 64)")
+    ev.add_argument("--pred-iou-thresh", type=float, default=None, metavar="T",
+                    help="keep predicted IoU > T (default: SAM 0.88, SAM 2 0.8)")
+    ev.add_argument("--stability-thresh", type=float, default=None, metavar="T", help="keep stability >= T (default 0.95)")
+    ev.add_argument("--crop-layers", type=int, default=None, metavar="N", help="layers of overlapping crops (default 0)")
+    ev.add_argument("--min-area", type=int, default=None, metavar="PX",
+                    help="remove holes and islands smaller than PX pixels (default 0: off)")
+    ev.add_argument("--granularity", default=None, choices=["whole", "part", "subpart", "all"],
+                    help="which of SAM's three outputs per click to keep (default all)")
+    ev.add_argument("--use-m2m", action="store_true", help="SAM 2's mask-to-mask refinement")
+    ev.add_argument("--sort", default="area", choices=["area", "score"])
+    ev.add_argument("--per-mask", action="store_true", help="also write one binary PNG per mask")
+    ev.add_argument("--out", required=True, metavar="DIR")
+    ev.add_argument("--json", action="store_true", help="also print the run's JSON record to stdout")
+    ev.add_argument("--max-pixels", type=int, default=None, metavar="N")
+    ev.add_argument("--device", default=None)
+
     models = sub.add_parser("models", help="list or download models")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
     msub.required = True
@@ -129,6 +151,40 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_everything(args: argparse.Namespace) -> int:
+    import time
+
+    from anyseg.io.images import load_image
+    from anyseg.models import load_model
+    from anyseg.tasks.everything import EverythingParams, generate, write_everything
+
+    overrides = {k: v for k, v in {
+        "points_per_side": args.points_per_side, "points_per_batch": args.points_per_batch,
+        "pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_thresh,
+        "crop_n_layers": args.crop_layers, "min_mask_region_area": args.min_area, "granularity": args.granularity,
+    }.items() if v is not None}
+    if args.use_m2m:
+        overrides["use_m2m"] = True
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} exists and is not a folder")
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    predictor = load_model(args.model, weights=args.weights, device=args.device)
+    family = predictor.family if predictor.family != "classical" else "sam"
+    params = EverythingParams.for_family(family, **overrides)  # validates before any work
+    t = time.perf_counter()
+    masks = generate(predictor, image, params, progress=True, sort_by=args.sort)
+    seconds = time.perf_counter() - t
+    record, json_path = write_everything(masks, image, out_dir, Path(args.image).stem, model=predictor.name,
+                                         params=params, image_path=str(args.image), seconds=seconds,
+                                         per_mask=args.per_mask)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"{len(masks)} mask(s) from {predictor.name} in {seconds:.1f} s -> {json_path}", file=sys.stderr)
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from anyseg.models import model_status
     from anyseg.models.registry import REGISTRY
@@ -171,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "segment":
             return _cmd_segment(args)
+        if args.command == "everything":
+            return _cmd_everything(args)
         if args.command == "eval":
             from anyseg.eval.cli import run as run_eval
 

@@ -180,7 +180,7 @@ class SamFamilyPredictor(Predictor):
             x = (x - mean) / std
             x = F.pad(x, (0, self.frame - nw, 0, self.frame - nh))
         else:
-            x = torch.from_numpy(image).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+            x = torch.tensor(image).permute(2, 0, 1).float().unsqueeze(0) / 255.0
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
             x = (x - mean) / std
         return x.unsqueeze(0), geo

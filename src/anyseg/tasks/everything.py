@@ -81,6 +81,7 @@ Intended differences from the originals:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -429,3 +430,52 @@ def _to_masks(rles: list[dict], cols: dict[str, np.ndarray], size: tuple[int, in
             "multimask_index": cols["index"][order].astype(np.int64),
         },
     )
+
+
+def write_everything(masks: Masks, image: np.ndarray, out_dir: str | Path, stem: str, model: str,
+                     params: EverythingParams, image_path: str | None = None, seconds: float | None = None,
+                     per_mask: bool = False) -> tuple[dict[str, Any], Path]:
+    """Write a segment-everything result: indexed PNG, overlay, COCO JSON with RLE, run record.
+
+    Files (all staged, then moved into place with the JSON record last): ``STEM_ids.png``
+    (palette PNG, mask ``i`` has value ``i + 1``; only with at most 255 masks, where smaller
+    masks are drawn over larger ones), ``STEM_overlay.png`` (distinct colours),
+    ``STEM_coco.json`` (COCO instances with RLE, ``score`` = predicted IoU),
+    ``STEM_maskI.png`` per mask with ``per_mask`` (or when there are more than 255 masks),
+    and ``STEM.json``: model, parameters, timing and per-mask score, stability, area and box.
+    """
+    from dataclasses import asdict
+
+    from anyseg import __version__
+    from anyseg.io.atomic import staged_dir, write_json
+    from anyseg.io.export import save_coco, save_indexed_png, save_mask_pngs, save_overlay_png, to_coco
+
+    out_dir = Path(out_dir)
+    files: dict[str, Any] = {}
+    with staged_dir(out_dir) as stage:
+        if 0 < len(masks) <= 255:
+            # indexed PNG: smaller masks on top, so parts stay visible inside wholes
+            by_area = np.argsort(masks.areas, kind="stable")[::-1]
+            ranks = np.empty(len(masks), dtype=np.float32)
+            ranks[by_area] = np.arange(len(masks), dtype=np.float32)
+            save_indexed_png(masks.with_columns(scores=ranks), stage / f"{stem}_ids.png")
+            files["ids_png"] = f"{stem}_ids.png"
+        if per_mask or len(masks) > 255:
+            files["mask_pngs"] = [p.name for p in save_mask_pngs(masks, stage, stem)]
+        save_overlay_png(image, masks, stage / f"{stem}_overlay.png")
+        files["overlay_png"] = f"{stem}_overlay.png"
+        save_coco(to_coco(masks, image_id=1, file_name=Path(image_path or stem).name), stage / f"{stem}_coco.json")
+        files["coco_json"] = f"{stem}_coco.json"
+        stability = masks.data.get("stability_score")
+        record = {
+            "anyseg_version": __version__, "image": image_path, "image_size": list(masks.image_size),
+            "model": model, "task": "everything",
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items() if k != "point_grids"},
+            "seconds": round(seconds, 3) if seconds is not None else None, "num_masks": len(masks), "files": files,
+            "masks": [{"index": i, "score": round(float(masks.scores[i]), 6),
+                       "stability_score": None if stability is None else round(float(stability[i]), 6),
+                       "area": int(masks.areas[i]), "box": [round(float(v), 2) for v in masks.boxes[i]]}
+                      for i in range(len(masks))],
+        }
+        write_json(stage / f"{stem}.json", record)
+    return record, out_dir / f"{stem}.json"
