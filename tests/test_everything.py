@@ -373,3 +373,25 @@ def test_memory_stays_bounded_on_a_large_image(tiny):
     naive_mb = 64 * 3 * h * w * 4 / 2**20
     assert len(out) >= 1
     assert mon.delta_mb < 512 < naive_mb / 4, f"peak RSS grew by {mon.delta_mb:.0f} MB (naive batch: {naive_mb:.0f} MB)"
+
+
+def test_to_masks_sorts_many_masks_by_exact_area():
+    """More than 255 RLEs (pycocotools' ``area`` overflows on longer lists): areas exact, order descending."""
+    from anyseg.tasks.everything import _rle_areas, _to_masks
+
+    rng = np.random.default_rng(0)
+    n, h, w = 600, 40, 50
+    sizes = rng.permutation(n) % (h * w) + 1
+    masks = np.zeros((n, h, w), dtype=bool)
+    for i, s in enumerate(sizes):
+        masks[i].flat[:s] = True
+    rles = encode_many(masks)
+    np.testing.assert_array_equal(_rle_areas(rles), sizes)
+    cols = {"iou": rng.random(n).astype(np.float32), "stability": np.ones(n, np.float32),
+            "points": np.zeros((n, 2)), "crop": np.zeros((n, 4), np.float32), "index": np.zeros(n, np.int64)}
+    out = _to_masks(rles, cols, (h, w), "area")
+    np.testing.assert_array_equal(out.areas, np.sort(sizes)[::-1])
+    np.testing.assert_array_equal(out.scores, cols["iou"][np.argsort(-sizes, kind="stable")])
+    by_score = _to_masks(rles, cols, (h, w), "score")
+    assert np.all(np.diff(by_score.scores) <= 0)
+    np.testing.assert_array_equal(by_score.areas, sizes[np.argsort(-cols["iou"], kind="stable")])

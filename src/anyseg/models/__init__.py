@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from anyseg.errors import ModelError
 from anyseg.models.base import Predictor
-from anyseg.models.registry import REGISTRY, ModelSpec, get_spec, sam_family_by_quality
+from anyseg.models.registry import REGISTRY, SAM_FAMILIES, ModelSpec, get_spec, sam_family_by_quality
 
 __all__ = ["Predictor", "load_model", "resolve_auto", "model_status", "ModelStatus", "REGISTRY", "get_spec"]
 
@@ -64,6 +64,11 @@ def load_model(name: str = "auto", weights: str | os.PathLike | None = None, dev
             raise ModelError("--weights needs an explicit --model NAME (which architecture the weights are)")
         name = resolve_auto(quiet=quiet)
     spec = get_spec(name)
+    if spec.family not in SAM_FAMILIES and spec.family != "classical":
+        raise ModelError(
+            f"{name} is not a promptable segmenter (it is a {spec.family} model); use it with "
+            "`anyseg text` / `anyseg semantic` / `anyseg panoptic --model`, or pick a SAM-family model"
+        )
     if spec.family == "classical":
         if weights is not None:
             raise ModelError("the classical engine takes no weights")

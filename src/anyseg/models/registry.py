@@ -18,7 +18,9 @@ class ModelSpec:
     Attributes:
         name: short name used on the command line.
         family: adapter family: ``sam`` (SAM, SlimSAM), ``sam_hq``, ``sam2`` (SAM 2 / 2.1),
-            ``edgetam``, ``sam3_tracker`` (SAM 3's point/box interface) or ``classical``.
+            ``edgetam``, ``sam3_tracker`` (SAM 3: its point/box tracker, and its text interface
+            from the same weights), ``grounding_dino`` / ``owlv2`` (text -> boxes), ``clip``
+            or ``classical``.
         hub_id: Hugging Face repository with transformers-format safetensors weights.
         revision: hub revision (branch, tag or commit) to download.
         params_m: parameter count in millions, as published (the loaded model's own count is
@@ -53,12 +55,31 @@ _SPECS = [
     ModelSpec("edgetam", "edgetam", "yonigozlan/EdgeTAM-hf", 13.9, 20, notes="EdgeTAM: on-device SAM 2 variant"),
     ModelSpec("sam3", "sam3_tracker", "facebook/sam3", 848.0, 90, notes="SAM 3 point/box tracker interface (gated on the hub)"),
     ModelSpec("classical", "classical", None, 0.0, 0, notes="OpenCV GrabCut, no weights: the offline default"),
+    # text and open vocabulary (issue 5): detectors whose boxes prompt a SAM-family model, and CLIP
+    ModelSpec("grounding-dino-tiny", "grounding_dino", "IDEA-Research/grounding-dino-tiny", 172.0, 30,
+              notes="Grounding DINO Swin-T: text -> boxes (Grounded-SAM with --sam)"),
+    ModelSpec("grounding-dino-base", "grounding_dino", "IDEA-Research/grounding-dino-base", 233.0, 40,
+              notes="Grounding DINO Swin-B: text -> boxes"),
+    ModelSpec("owlv2-base", "owlv2", "google/owlv2-base-patch16-ensemble", 155.0, 20,
+              notes="OWLv2 ViT-B/16: open-vocabulary boxes"),
+    ModelSpec("owlv2-large", "owlv2", "google/owlv2-large-patch14-ensemble", 438.0, 25,
+              notes="OWLv2 ViT-L/14: open-vocabulary boxes"),
+    ModelSpec("clip-vit-b32", "clip", "openai/clip-vit-base-patch32", 151.3, 10, notes="CLIP ViT-B/32: mask labels"),
+    ModelSpec("clip-vit-b16", "clip", "openai/clip-vit-base-patch16", 149.6, 20,
+              notes="CLIP ViT-B/16: mask labels, dense CLIP (MaskCLIP / SCLIP)"),
+    ModelSpec("clip-vit-l14", "clip", "openai/clip-vit-large-patch14", 427.6, 30, notes="CLIP ViT-L/14: mask labels"),
 ]
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 
 #: families that are SAM-like promptable models loaded from transformers
 SAM_FAMILIES = ("sam", "sam_hq", "sam2", "edgetam", "sam3_tracker")
+
+#: families that turn words into boxes (then masks by a SAM-family model)
+DETECTOR_FAMILIES = ("grounding_dino", "owlv2")
+
+#: families that score image regions against words
+CLIP_FAMILIES = ("clip",)
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -139,22 +139,12 @@ class SamFamilyPredictor(Predictor):
     # -- loading --------------------------------------------------------------------------
     @classmethod
     def from_folder(cls, spec: ModelSpec, folder: Path, device: str | None = None) -> "SamFamilyPredictor":
-        import transformers
+        from anyseg.models.hf import load_pretrained
 
         device = device or default_device()
         if spec.family == "edgetam":
             _require_timm(spec)
-        model_cls = getattr(transformers, MODEL_CLASSES[spec.family])
-        verbosity = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()
-        try:
-            model = model_cls.from_pretrained(str(folder), use_safetensors=True)
-        except Exception as e:  # corrupt safetensors, shape mismatches, bad configs: all the weights' fault
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"cannot load {spec.name} from {folder}: {first}") from None
-        finally:
-            transformers.logging.set_verbosity(verbosity)
-        model.eval().to(device)
+        model = load_pretrained(spec, folder, MODEL_CLASSES[spec.family], device)
         mean, std = _read_preprocessor(folder, spec.family)
         return cls(spec, model, folder=folder, device=device, mean=mean, std=std)
 

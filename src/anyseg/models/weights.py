@@ -27,6 +27,9 @@ MODEL_TYPES = {
     "sam2": {"sam2", "sam2_video"},
     "edgetam": {"edgetam", "edgetam_video"},
     "sam3_tracker": {"sam3_tracker", "sam3_tracker_video", "sam3", "sam3_video"},
+    "grounding_dino": {"grounding-dino"},
+    "owlv2": {"owlv2"},
+    "clip": {"clip"},
 }
 
 
