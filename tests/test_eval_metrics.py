@@ -260,3 +260,18 @@ def test_confusion_matrix_without_ignore_index():
     cm.update(P3, np.where(G3 == 255, 2, G3))  # (1,1) is now a counted class-2 pixel, predicted 2
     np.testing.assert_allclose(cm.iou_per_class(), [1 / 3, 1 / 3, 1.0])
     assert cm.pixel_accuracy() == pytest.approx(4 / 6)
+
+
+def test_confusion_matrix_counts_unlabeled_predictions_as_misses():
+    gt = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    pred = np.array([[0, 255, 1, 1], [0, 0, 255, 0]])
+    cm = ConfusionMatrix(2, ignore_index=None, unlabeled=255).update(pred, gt)
+    assert cm.missed.tolist() == [1, 1]
+    # class 0: TP 3, FP 1 (a class-1 pixel called 0), FN 1 (missed) -> 3/5; class 1: TP 2, FP 0, FN 2 -> 2/4
+    np.testing.assert_allclose(cm.iou_per_class(), [3 / 5, 2 / 4])
+    assert cm.pixel_accuracy() == pytest.approx(5 / 8)
+    np.testing.assert_allclose(cm.accuracy_per_class(), [3 / 4, 2 / 4])
+    with pytest.raises(InputError, match="pred_labels must be in"):
+        ConfusionMatrix(2, ignore_index=None).update(pred, gt)
+    with pytest.raises(InputError, match="must not be a class id"):
+        ConfusionMatrix(3, unlabeled=1)

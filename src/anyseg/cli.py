@@ -94,10 +94,15 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--use-m2m", action="store_true", help="SAM 2's mask-to-mask refinement")
     ev.add_argument("--sort", default="area", choices=["area", "score"])
     ev.add_argument("--per-mask", action="store_true", help="also write one binary PNG per mask")
+    ev.add_argument("--label-with", metavar="CLIP_MODEL",
+                    help="label the masks with a CLIP model (e.g. clip-vit-b16, or 'clip' for the best present)")
+    ev.add_argument("--classes", metavar="A,B|SYN,...", help="class names for --label-with (| separates synonyms)")
     ev.add_argument("--out", required=True, metavar="DIR")
     ev.add_argument("--json", action="store_true", help="also print the run's JSON record to stdout")
     ev.add_argument("--max-pixels", type=int, default=None, metavar="N")
     ev.add_argument("--device", default=None)
+
+    _add_text_parsers(sub)
 
     models = sub.add_parser("models", help="list or download models")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
@@ -111,6 +116,177 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_eval_parsers(sub)
     return parser
+
+
+def _text_common(p: argparse.ArgumentParser, model_help: str) -> None:
+    p.add_argument("--model", default="auto", help=model_help)
+    p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
+    p.add_argument("--sam", default="auto", metavar="NAME",
+                   help="SAM-family model that turns detector boxes into masks, or whose segment-everything "
+                        "masks CLIP labels (default auto: best present, else classical)")
+    p.add_argument("--sam-weights", metavar="PATH", help="transformers weights folder for --sam")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="least instance score (SAM 3 detection score, CLIP probability)")
+    p.add_argument("--box-threshold", type=float, default=None, metavar="T", help="detector box threshold")
+    p.add_argument("--text-threshold", type=float, default=None, metavar="T", help="Grounding DINO text threshold")
+    p.add_argument("--nms", type=float, default=None, metavar="T",
+                   help="class-agnostic box NMS IoU for detectors (default 0.8, as Grounded-SAM)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--json", action="store_true", help="also print the run's JSON record to stdout")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N")
+    p.add_argument("--device", default=None)
+
+
+def _add_text_parsers(sub: argparse._SubParsersAction) -> None:
+    models = ("auto (first present of sam3, grounding-dino-base/-tiny, owlv2-large/-base, clip-vit-l14/-b16/-b32), "
+              "sam3, a Grounding DINO / OWLv2 name (boxes -> --sam masks) or a CLIP name (labels --sam's "
+              "segment-everything masks)")
+    t = sub.add_parser("text", help="segment every instance of phrases: 'a red car' 'person|pedestrian'")
+    t.add_argument("image", help="image file")
+    t.add_argument("phrases", nargs="+", metavar="PHRASE",
+                   help="what to segment; one class per argument, | separates synonyms (commas are kept)")
+    t.add_argument("--top", type=int, default=None, metavar="K",
+                   help="keep the K best instances over all phrases (1 for referring expressions)")
+    t.add_argument("--min-area", type=int, default=0, metavar="PX", help="drop instances smaller than PX pixels")
+    _text_common(t, models)
+
+    s = sub.add_parser("semantic", help="class map over given class names (open vocabulary)")
+    s.add_argument("image", help="image file")
+    s.add_argument("--classes", required=True, metavar="A,B|SYN,...", help="class names; | separates synonyms")
+    s.add_argument("--method", default="sclip", choices=["sclip", "maskclip", "masks"],
+                   help="with a CLIP model: dense SCLIP or MaskCLIP, or CLIP-labelled segment-everything masks")
+    s.add_argument("--refine", metavar="SAM_NAME",
+                   help="dense CLIP only: vote inside this SAM-family model's segment-everything masks")
+    s.add_argument("--unlabeled-below", type=float, default=None, metavar="P",
+                   help="dense CLIP only: leave pixels whose class probability is below P unlabeled (255)")
+    _text_common(s, "auto (dense CLIP first), a CLIP name, sam3 or a detector name (instances painted)")
+
+    pn = sub.add_parser("panoptic", help="things as instances over stuff regions, COCO panoptic PNG + JSON")
+    pn.add_argument("image", help="image file")
+    pn.add_argument("--things", default="", metavar="A,B,...", help="countable classes (instances)")
+    pn.add_argument("--stuff", default="", metavar="A,B,...", help="amorphous classes (one segment each)")
+    pn.add_argument("--stuff-model", metavar="CLIP_NAME",
+                    help="dense CLIP model for stuff (default: the --model's own masks of the stuff names)")
+    pn.add_argument("--min-area", type=int, default=64, metavar="PX", help="drop segments smaller than PX (default 64)")
+    _text_common(pn, models)
+
+
+def _text_params(args: argparse.Namespace, top: int | None = None, min_area: int = 0):
+    from anyseg.tasks.text import GROUNDED_NMS, TextParams
+
+    return TextParams(threshold=args.threshold, box_threshold=args.box_threshold, text_threshold=args.text_threshold,
+                      nms=GROUNDED_NMS if args.nms is None else args.nms, top=top, min_area=min_area)
+
+
+def _check_out(path: str) -> Path:
+    out_dir = Path(path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} exists and is not a folder")
+    return out_dir
+
+
+def _cmd_text(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import asdict
+
+    from anyseg.io.images import load_image
+    from anyseg.tasks import text as text_task
+    from anyseg.tasks.text_output import write_instances
+    from anyseg.text.vocab import parse_phrases
+
+    classes = parse_phrases(args.phrases)
+    params = _text_params(args, top=args.top, min_area=args.min_area)
+    out_dir = _check_out(args.out)
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    backend = text_task.load_instance_backend(args.model, sam=args.sam, weights=args.weights,
+                                              sam_weights=args.sam_weights, device=args.device)
+    t = time.perf_counter()
+    masks = text_task.find_instances(image, classes, backend, params)
+    seconds = time.perf_counter() - t
+    record, json_path = write_instances(masks, image, classes, out_dir, Path(args.image).stem, backend.name,
+                                        asdict(params), image_path=str(args.image), seconds=seconds)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        found = ", ".join(f"{m['label']} {m['score']:.2f}" for m in record["instances"][:10]) or "nothing"
+        print(f"{len(masks)} instance(s) from {backend.name} ({found}) -> {json_path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_semantic(args: argparse.Namespace) -> int:
+    import time
+
+    from anyseg.io.images import load_image
+    from anyseg.tasks import text as text_task
+    from anyseg.tasks.text_output import write_semantic
+    from anyseg.text.vocab import parse_classes
+
+    classes = parse_classes(args.classes, "--classes")
+    params = _text_params(args)
+    if args.method == "masks" and (args.refine or args.unlabeled_below is not None):
+        raise InputError("--refine and --unlabeled-below apply to dense CLIP (--method sclip or maskclip)")
+    out_dir = _check_out(args.out)
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    backend = text_task.load_semantic_backend(args.model, method=args.method, refine=args.refine, sam=args.sam,
+                                              weights=args.weights, sam_weights=args.sam_weights, device=args.device,
+                                              unlabeled_below=args.unlabeled_below, params=params)
+    t = time.perf_counter()
+    class_map = text_task.semantic_map(image, classes, backend)
+    seconds = time.perf_counter() - t
+    record, json_path = write_semantic(class_map, image, classes, out_dir, Path(args.image).stem, backend.name,
+                                       {"method": args.method, "refine": args.refine,
+                                        "unlabeled_below": args.unlabeled_below},
+                                       image_path=str(args.image), seconds=seconds)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        top = sorted(record["classes"], key=lambda c: -c["fraction"])[:5]
+        summary = ", ".join(f"{c['name']} {100 * c['fraction']:.0f}%" for c in top if c["fraction"] > 0)
+        print(f"class map from {backend.name} ({summary or 'nothing labelled'}) -> {json_path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_panoptic(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import asdict
+
+    from anyseg.io.images import load_image
+    from anyseg.tasks import text as text_task
+    from anyseg.tasks.text_output import write_panoptic
+    from anyseg.text.vocab import parse_classes
+
+    things = parse_classes(args.things, "--things") if args.things.strip() else []
+    stuff = parse_classes(args.stuff, "--stuff") if args.stuff.strip() else []
+    if not things and not stuff:
+        raise InputError("give --things and/or --stuff class names")
+    from anyseg.text.vocab import disjoint
+
+    disjoint(things, stuff)
+    if args.min_area < 0:
+        raise InputError(f"--min-area must be >= 0; got {args.min_area}")
+    params = _text_params(args)
+    out_dir = _check_out(args.out)
+    image = load_image(args.image, max_pixels=args.max_pixels)
+    backend = text_task.load_instance_backend(args.model, sam=args.sam, weights=args.weights,
+                                              sam_weights=args.sam_weights, device=args.device)
+    stuff_backend = None
+    if args.stuff_model:
+        stuff_backend = text_task.load_semantic_backend(args.stuff_model, device=args.device)
+    t = time.perf_counter()
+    result = text_task.panoptic(image, things, stuff, backend, stuff_backend=stuff_backend, params=params,
+                                min_area=args.min_area)
+    seconds = time.perf_counter() - t
+    name = backend.name + (f"+stuff:{stuff_backend.name}" if stuff_backend else "")
+    record, json_path = write_panoptic(result, image, out_dir, Path(args.image).stem, name,
+                                       {**asdict(params), "min_area": args.min_area}, image_path=str(args.image),
+                                       seconds=seconds)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        n_things = sum(1 for s in result.segments if s["isthing"])
+        print(f"{n_things} thing(s), {len(result.segments) - n_things} stuff segment(s) from {name} -> {json_path}",
+              file=sys.stderr)
+    return 0
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
@@ -165,19 +341,38 @@ def _cmd_everything(args: argparse.Namespace) -> int:
     }.items() if v is not None}
     if args.use_m2m:
         overrides["use_m2m"] = True
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} exists and is not a folder")
+    out_dir = _check_out(args.out)
+    classes = clip = None
+    if (args.label_with is None) != (args.classes is None):
+        raise InputError("--label-with and --classes go together: --label-with clip-vit-b16 --classes cat,dog")
+    if args.classes is not None:
+        from anyseg.text.vocab import parse_classes
+
+        classes = parse_classes(args.classes, "--classes")
     image = load_image(args.image, max_pixels=args.max_pixels)
     predictor = load_model(args.model, weights=args.weights, device=args.device)
     family = predictor.family if predictor.family != "classical" else "sam"
     params = EverythingParams.for_family(family, **overrides)  # validates before any work
+    if args.label_with is not None:
+        from anyseg.tasks.text import resolve_text_model
+        from anyseg.text.clip import load_clip
+
+        name = args.label_with
+        if name == "clip":
+            name = resolve_text_model("auto", ("clip-vit-l14", "clip-vit-b16", "clip-vit-b32"))
+        clip = load_clip(name, device=args.device)
     t = time.perf_counter()
     masks = generate(predictor, image, params, progress=True, sort_by=args.sort)
+    model_name = predictor.name
+    if clip is not None:
+        from anyseg.tasks.text import label_masks
+
+        masks = label_masks(clip, image, masks, classes, keep_all=True)
+        model_name = f"{predictor.name}+{clip.name}"
     seconds = time.perf_counter() - t
-    record, json_path = write_everything(masks, image, out_dir, Path(args.image).stem, model=predictor.name,
+    record, json_path = write_everything(masks, image, out_dir, Path(args.image).stem, model=model_name,
                                          params=params, image_path=str(args.image), seconds=seconds,
-                                         per_mask=args.per_mask)
+                                         per_mask=args.per_mask, classes=classes)
     if args.json:
         print(json.dumps(record))
     else:
@@ -229,6 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_segment(args)
         if args.command == "everything":
             return _cmd_everything(args)
+        if args.command == "text":
+            return _cmd_text(args)
+        if args.command == "semantic":
+            return _cmd_semantic(args)
+        if args.command == "panoptic":
+            return _cmd_panoptic(args)
         if args.command == "eval":
             from anyseg.eval.cli import run as run_eval
 

@@ -138,6 +138,9 @@ def _run(args: argparse.Namespace, monitor) -> int:
         if len(set(classes)) != len(classes):
             raise InputError(f"--classes has duplicate names: {sorted({c for c in classes if classes.count(c) > 1})}")
         samples = datasets.read_semantic(_data_dir(args.data), len(classes), void_id=args.void_id, limit=limit)
+        from anyseg.tasks.text import register_engines
+
+        register_engines()
         factory = runners.SEMANTIC_ENGINES.get(args.model)
         if factory is None:
             known = ", ".join(sorted(runners.SEMANTIC_ENGINES)) or "none installed yet"

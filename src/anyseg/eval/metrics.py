@@ -99,10 +99,13 @@ class ConfusionMatrix:
     ``IoUMetric`` (``total_area_intersect / total_area_union``) and the Cityscapes scripts.
     Ground-truth pixels equal to ``ignore_index`` (``None``: none) are skipped, whatever
     was predicted there; any other gt value outside ``[0, num_classes)``, and any predicted
-    value outside it, is an :class:`InputError` naming the values.
+    value outside it, is an :class:`InputError` naming the values, except ``unlabeled``: a
+    prediction that declines to label a pixel (open-vocabulary maps, ``anyseg semantic``'s
+    255) counts as a miss of the gt class (a false negative, and a wrong pixel for ``aAcc``)
+    and as a false positive of no class. Those pixels are kept in :attr:`missed`.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, unlabeled: int | None = None) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise InputError(f"num_classes must be a positive int; got {num_classes!r}")
         self.num_classes = int(num_classes)
@@ -110,6 +113,11 @@ class ConfusionMatrix:
         # counted in gt (IoU 0 if predicted, NaN otherwise)
         self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        self.unlabeled = None if unlabeled is None else int(unlabeled)
+        if self.unlabeled is not None and 0 <= self.unlabeled < self.num_classes:
+            raise InputError(f"unlabeled ({self.unlabeled}) must not be a class id in [0, {self.num_classes})")
+        #: ``(C,)`` gt pixels of each class that the prediction left unlabeled
+        self.missed = np.zeros(self.num_classes, dtype=np.int64)
 
     def _labels(self, labels: Any, name: str) -> np.ndarray:
         arr = np.asarray(labels)
@@ -131,16 +139,25 @@ class ConfusionMatrix:
             values = np.unique(g[bad])[:10].tolist()
             ign = "" if self.ignore_index is None else f" or the ignore_index {self.ignore_index}"
             raise InputError(f"gt_labels must be in [0, {self.num_classes}){ign}; got values {values}")
-        bad_pred = (pred < 0) | (pred >= self.num_classes)
-        if bad_pred.any():
-            values = np.unique(pred[bad_pred])[:10].tolist()
-            raise InputError(f"pred_labels must be in [0, {self.num_classes}); got values {values}")
         n = self.num_classes
+        if self.unlabeled is not None:
+            skipped = p == self.unlabeled
+            self.missed += np.bincount(g[skipped], minlength=n)
+            g, p = g[~skipped], p[~skipped]
+        bad_pred = (p < 0) | (p >= self.num_classes)
+        if bad_pred.any():
+            values = np.unique(p[bad_pred])[:10].tolist()
+            extra = "" if self.unlabeled is None else f" or unlabeled ({self.unlabeled})"
+            raise InputError(f"pred_labels must be in [0, {self.num_classes}){extra}; got values {values}")
         self.matrix += np.bincount(g * n + p, minlength=n * n).reshape(n, n)
         return self
 
     def reset(self) -> None:
         self.matrix[:] = 0
+        self.missed[:] = 0
+
+    def _gt_pixels(self) -> np.ndarray:
+        return self.matrix.sum(1) + self.missed
 
     def _ratio(self, num: np.ndarray, den: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -149,7 +166,7 @@ class ConfusionMatrix:
     def iou_per_class(self) -> np.ndarray:
         """``(C,)`` IoU ``TP / (TP + FP + FN)``; NaN for a class absent from both gt and prediction."""
         tp = np.diag(self.matrix).astype(np.float64)
-        union = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        union = self.matrix.sum(0) + self._gt_pixels() - tp
         return self._ratio(tp, union)
 
     def miou(self) -> float:
@@ -159,11 +176,11 @@ class ConfusionMatrix:
 
     def accuracy_per_class(self) -> np.ndarray:
         """``(C,)`` recall ``TP / gt pixels`` of each class; NaN for a class absent from gt."""
-        return self._ratio(np.diag(self.matrix).astype(np.float64), self.matrix.sum(1))
+        return self._ratio(np.diag(self.matrix).astype(np.float64), self._gt_pixels())
 
     def pixel_accuracy(self) -> float:
         """Overall accuracy (mmseg's ``aAcc``): correct pixels / counted pixels; NaN if none."""
-        total = self.matrix.sum()
+        total = self.matrix.sum() + self.missed.sum()
         return float("nan") if total == 0 else float(np.trace(self.matrix) / total)
 
     def mean_class_accuracy(self) -> float:

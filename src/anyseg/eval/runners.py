@@ -23,7 +23,11 @@ from anyseg.eval.store import ResultStore
 VideoEngine = Callable[[VideoSample, dict[int, np.ndarray]], Iterable[tuple[int, dict[int, np.ndarray]]]]
 VIDEO_ENGINES: dict[str, Callable[[str], VideoEngine]] = {}
 
-#: A semantic engine: ``image -> (H, W) int class ids`` over the given class names.
+#: value a semantic engine writes for pixels it leaves unlabeled (counted as misses)
+UNLABELED = 255
+
+#: A semantic engine: ``image -> (H, W) int class ids`` over the given class names, or
+#: :data:`UNLABELED` where it declines to label.
 SemanticEngine = Callable[[np.ndarray], np.ndarray]
 SEMANTIC_ENGINES: dict[str, Callable[[str, Sequence[str]], SemanticEngine]] = {}
 
@@ -191,7 +195,10 @@ def run_video(engine: VideoEngine, samples: Sequence[VideoSample], store: Result
 
 def run_semantic(engine: SemanticEngine, samples: Sequence[SemanticSample], classes: Sequence[str],
                  store: ResultStore) -> tuple[list[dict], dict]:
-    """Confusion-matrix mIoU and pixel accuracy over the data set (void pixels ignored)."""
+    """Confusion-matrix mIoU and pixel accuracy over the data set (void pixels ignored).
+
+    Predicted :data:`UNLABELED` pixels count as misses of their gt class (false negatives).
+    """
     from anyseg.eval.metrics import ConfusionMatrix
 
     n = len(classes)
@@ -202,9 +209,10 @@ def run_semantic(engine: SemanticEngine, samples: Sequence[SemanticSample], clas
         pred = np.asarray(engine(image))
         seconds = time.perf_counter() - t
         _check_size("prediction for", pred, labels, s.image_path)
-        cm = ConfusionMatrix(n, ignore_index=s.void_id)
+        cm = ConfusionMatrix(n, ignore_index=s.void_id, unlabeled=UNLABELED if n <= UNLABELED else None)
         cm.update(pred, labels)
-        store.add({"name": s.name, "confusion": cm.matrix.astype(int).tolist(), "seconds": round(seconds, 3)})
+        store.add({"name": s.name, "confusion": cm.matrix.astype(int).tolist(), "missed": cm.missed.astype(int).tolist(),
+                   "seconds": round(seconds, 3)})
     records = _records(store, (s.name for s in samples))
     return records, semantic_summary(records, classes)
 
@@ -215,6 +223,7 @@ def semantic_summary(records: list[dict], classes: Sequence[str]) -> dict:
     total = ConfusionMatrix(len(classes))
     for r in records:
         total.matrix += np.asarray(r["confusion"], dtype=total.matrix.dtype)
+        total.missed += np.asarray(r.get("missed", 0), dtype=total.missed.dtype)
     out = total.to_dict(list(classes))
     out["num_images"] = len(records)
     return out

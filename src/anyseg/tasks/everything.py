@@ -476,7 +476,7 @@ def _to_masks(rles: list[dict], cols: dict[str, np.ndarray], size: tuple[int, in
 
 def write_everything(masks: Masks, image: np.ndarray, out_dir: str | Path, stem: str, model: str,
                      params: EverythingParams, image_path: str | None = None, seconds: float | None = None,
-                     per_mask: bool = False) -> tuple[dict[str, Any], Path]:
+                     per_mask: bool = False, classes: Sequence[Any] | None = None) -> tuple[dict[str, Any], Path]:
     """Write a segment-everything result: indexed PNG, overlay, COCO JSON with RLE, run record.
 
     Files (all staged, then moved into place with the JSON record last): ``STEM_ids.png``
@@ -485,6 +485,9 @@ def write_everything(masks: Masks, image: np.ndarray, out_dir: str | Path, stem:
     ``STEM_coco.json`` (COCO instances with RLE, ``score`` = predicted IoU),
     ``STEM_maskI.png`` per mask with ``per_mask`` (or when there are more than 255 masks),
     and ``STEM.json``: model, parameters, timing and per-mask score, stability, area and box.
+    With ``classes`` (masks labelled by :func:`anyseg.tasks.text.label_masks` with ``keep_all``)
+    the COCO categories are the classes plus ``unlabeled`` (id ``C + 1``) for masks CLIP gave no
+    class, and each mask's record has ``label``, ``class_id`` and ``class_prob``.
     """
     from dataclasses import asdict
 
@@ -506,7 +509,9 @@ def write_everything(masks: Masks, image: np.ndarray, out_dir: str | Path, stem:
             files["mask_pngs"] = [p.name for p in save_mask_pngs(masks, stage, stem)]
         save_overlay_png(image, masks, stage / f"{stem}_overlay.png")
         files["overlay_png"] = f"{stem}_overlay.png"
-        save_coco(to_coco(masks, image_id=1, file_name=Path(image_path or stem).name), stage / f"{stem}_coco.json")
+        categories, cat_ids = _categories(masks, classes)
+        save_coco(to_coco(masks, image_id=1, file_name=Path(image_path or stem).name, categories=categories,
+                          category_ids=cat_ids), stage / f"{stem}_coco.json")
         files["coco_json"] = f"{stem}_coco.json"
         stability = masks.data.get("stability_score")
         record = {
@@ -516,8 +521,27 @@ def write_everything(masks: Masks, image: np.ndarray, out_dir: str | Path, stem:
             "seconds": round(seconds, 3) if seconds is not None else None, "num_masks": len(masks), "files": files,
             "masks": [{"index": i, "score": round(float(masks.scores[i]), 6),
                        "stability_score": None if stability is None else round(float(stability[i]), 6),
-                       "area": int(masks.areas[i]), "box": [round(float(v), 2) for v in masks.boxes[i]]}
+                       "area": int(masks.areas[i]), "box": [round(float(v), 2) for v in masks.boxes[i]],
+                       **_label_fields(masks, i)}
                       for i in range(len(masks))],
         }
+        if classes is not None:
+            record["classes"] = [list(c.names) for c in classes]
         write_json(stage / f"{stem}.json", record)
     return record, out_dir / f"{stem}.json"
+
+
+def _categories(masks: Masks, classes: Sequence[Any] | None) -> tuple[list[dict] | None, list[int] | None]:
+    if classes is None or "class_id" not in masks.data:
+        return None, None
+    cats = [{"id": k + 1, "name": c.label} for k, c in enumerate(classes)] + [{"id": len(classes) + 1, "name": "unlabeled"}]
+    ids = [int(c) + 1 if c >= 0 else len(classes) + 1 for c in masks.data["class_id"]]
+    return cats, ids
+
+
+def _label_fields(masks: Masks, i: int) -> dict[str, Any]:
+    if "class_id" not in masks.data:
+        return {}
+    prob = masks.data.get("class_prob")
+    return {"label": str(masks.labels[i]) if masks.labels is not None else "", "class_id": int(masks.data["class_id"][i]),
+            "class_prob": None if prob is None else round(float(prob[i]), 6)}

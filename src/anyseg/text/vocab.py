@@ -90,6 +90,14 @@ def parse_classes(spec: str | Sequence[str] | None, what: str = "class list") ->
     return classes
 
 
+def parse_phrases(items: Sequence[str]) -> list[ClassName]:
+    """Free-text phrases (``anyseg text``): each item is one class, commas included; ``|``
+    separates synonyms. Same checks as :func:`parse_classes`."""
+    escaped = [str(p).replace(",", "\x00") for p in items]
+    parsed = parse_classes(escaped, "phrases") if escaped else parse_classes(None, "phrases")
+    return [ClassName(c.label.replace("\x00", ","), tuple(s.replace("\x00", ",") for s in c.synonyms)) for c in parsed]
+
+
 def labels(classes: Sequence[ClassName]) -> list[str]:
     return [c.label for c in classes]
 
