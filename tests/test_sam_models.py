@@ -281,3 +281,39 @@ def test_geometry_matches_resize_longest_side():
     assert geo.input_size == (576, 1024)  # int(480 * 1024 / 854 + 0.5)
     np.testing.assert_allclose(geo.to_model(np.array([[854, 480]])), [[1024, 576]])
     assert Geometry.for_family("sam2", (480, 854), 1024).input_size == (1024, 1024)
+
+
+def test_sam3_tracker_loads_the_hubs_full_sam3_checkpoint_exactly(tmp_path):
+    """facebook/sam3 is a ``sam3_video`` checkpoint (detector + tracker); the tracker's weights are renamed, not left random."""
+    from safetensors.torch import load_file
+
+    from tiny_sam3 import build_sam3_video
+
+    folder = build_sam3_video(tmp_path / "sam3")
+    p = load_model("sam3", weights=folder)
+    source = load_file(str(folder / "model.safetensors"))
+    renames = (("vision_encoder.backbone.", "detector_model.vision_encoder.backbone."),
+               ("vision_encoder.neck.", "tracker_neck."), ("", "tracker_model."),
+               ("", "tracker_model.tracker_model."))
+    params = dict(p.model.named_parameters())
+    for key, value in params.items():
+        src = [old + key[len(new):] for new, old in renames if key.startswith(new) and old + key[len(new):] in source]
+        assert src and torch.equal(value, source[src[0]]), key
+    out = p.predict(p.embed(np.zeros((40, 60, 3), np.uint8)), Prompt(points=[[30, 20]], labels=[1]))
+    assert out.masks.shape == (1, 40, 60)
+
+
+def test_a_checkpoint_lacking_weights_is_an_error_not_random_weights(tiny_folders, tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "sam"
+    shutil.copytree(tiny_folders["sam"], broken)
+    state = load_file(str(broken / "model.safetensors"))
+    dropped = [k for k in state if "mask_decoder" in k][:3]
+    save_file({k: v for k, v in state.items() if k not in dropped}, str(broken / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.raises(ModelError, match="lacks 3 of sam-vit-base's weights"):
+        load_model("sam-vit-base", weights=broken)
+    monkeypatch.setenv("ANYSEG_ALLOW_MISSING_WEIGHTS", "1")
+    with pytest.warns(UserWarning, match="random"):
+        load_model("sam-vit-base", weights=broken)

@@ -16,7 +16,7 @@ from anyseg.errors import InputError, ModelError
 from anyseg.tasks import text as tt
 from anyseg.tasks.text_output import write_instances, write_panoptic, write_semantic
 from anyseg.text.base import Detections
-from anyseg.text.vocab import UNLABELED, ClassName, parse_classes, parse_phrases
+from anyseg.text.vocab import UNLABELED, parse_classes, parse_phrases
 from anyseg.types import Masks
 
 

@@ -37,10 +37,24 @@ def model_status(name: str) -> ModelStatus:
     return ModelStatus(spec, True, local[1], str(local[0]))
 
 
+def _promptable(status: ModelStatus) -> bool:
+    """False for a SAM 3 folder that holds only the image (text) model: it has no point/box tracker."""
+    if status.spec.family != "sam3_tracker":
+        return True
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads((Path(status.location) / "config.json").read_text()).get("model_type") != "sam3"
+    except (OSError, ValueError):
+        return True
+
+
 def resolve_auto(quiet: bool = False) -> str:
     """The best SAM-family model present locally, else ``classical`` (with a notice on stderr)."""
     for spec in sam_family_by_quality():
-        if model_status(spec.name).present:
+        status = model_status(spec.name)
+        if status.present and _promptable(status):
             return spec.name
     if not quiet:
         print(

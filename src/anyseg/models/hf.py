@@ -14,29 +14,64 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def load_pretrained(spec: ModelSpec, folder: Path, class_name: str, device: str = "cpu") -> Any:
+#: SAM 3's hub checkpoint (``sam3_video``: detector + tracker) read by ``Sam3TrackerModel``:
+#: the renaming transformers declares for ``sam3_tracker`` (conversion_mapping.py), which its
+#: ``from_pretrained`` does not apply to a ``sam3_video`` config (checked with 5.23)
+SAM3_TRACKER_KEYS = {
+    r"^tracker_model\.": "",
+    r"^detector_model\.vision_encoder\.backbone\.": "vision_encoder.backbone.",
+    r"^tracker_neck\.": "vision_encoder.neck.",
+}
+
+
+def load_pretrained(spec: ModelSpec, folder: Path, class_name: str, device: str = "cpu",
+                    key_mapping: dict[str, str] | None = None) -> Any:
     """``transformers.<class_name>.from_pretrained(folder)`` (safetensors only), in eval mode on ``device``.
 
     Corrupt safetensors, shape mismatches and bad configs are the weights' fault: one line
-    naming the model and the folder.
+    naming the model and the folder. Weights the checkpoint lacks would be left random by
+    transformers (with a log line that is easy to miss): that is an error here too
+    (``ANYSEG_ALLOW_MISSING_WEIGHTS=1`` turns it into a warning).
     """
+    import os
+    import warnings
+
     import transformers
 
     model_cls = getattr(transformers, class_name)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
+    kwargs: dict[str, Any] = {"use_safetensors": True, "output_loading_info": True}
+    if key_mapping:
+        kwargs["key_mapping"] = key_mapping
     try:
-        model = model_cls.from_pretrained(str(folder), use_safetensors=True)
+        model, info = model_cls.from_pretrained(str(folder), **kwargs)
     except Exception as e:  # noqa: BLE001 - every loading failure becomes one line
         raise ModelError(f"cannot load {spec.name} from {folder}: {_first_line(e)}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        msg = (f"{folder} lacks {len(missing)} of {spec.name}'s weights (e.g. {missing[0]}): not a {class_name} "
+               "checkpoint, or an incomplete one")
+        if os.environ.get("ANYSEG_ALLOW_MISSING_WEIGHTS", "").lower() not in ("1", "true", "yes"):
+            raise ModelError(msg + " (ANYSEG_ALLOW_MISSING_WEIGHTS=1 loads it anyway, with random weights there)")
+        warnings.warn(msg + "; those weights are random", stacklevel=2)
     return model.eval().to(device)
+
+
+#: files of which a weights folder needs one for its tokenizer (transformers 5 silently builds an
+#: empty tokenizer from a folder without any)
+VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.model", "tokenizer.model")
 
 
 def load_tokenizer(spec: ModelSpec, folder: Path) -> Any:
     """The tokenizer saved with the weights (``tokenizer.json`` / vocab files in ``folder``)."""
     import transformers
+
+    if not any((Path(folder) / f).is_file() for f in VOCAB_FILES):
+        raise ModelError(f"the weights folder {folder} of {spec.name} has no tokenizer files "
+                         f"(one of {', '.join(VOCAB_FILES)}); copy them from {spec.hub_id}")
 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()

@@ -90,6 +90,13 @@ def _read_preprocessor(folder: Path, family: str) -> tuple[tuple[float, ...], tu
     return mean, std
 
 
+def _model_type(folder: Path) -> str | None:
+    try:
+        return json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
 def _require_timm(spec: ModelSpec) -> None:
     """EdgeTAM's RepViT backbone is built by timm, which needs torchvision."""
     import importlib.util
@@ -144,7 +151,15 @@ class SamFamilyPredictor(Predictor):
         device = device or default_device()
         if spec.family == "edgetam":
             _require_timm(spec)
-        model = load_pretrained(spec, folder, MODEL_CLASSES[spec.family], device)
+        mapping = None
+        if spec.family == "sam3_tracker" and _model_type(folder) == "sam3":
+            raise ModelError(f"{folder} holds SAM 3's image (text) model without its tracker; points and boxes need "
+                             "the full SAM 3 checkpoint (facebook/sam3, model_type sam3_video)")
+        if spec.family == "sam3_tracker" and _model_type(folder) == "sam3_video":
+            from anyseg.models.hf import SAM3_TRACKER_KEYS
+
+            mapping = SAM3_TRACKER_KEYS  # the hub's full SAM 3 checkpoint
+        model = load_pretrained(spec, folder, MODEL_CLASSES[spec.family], device, key_mapping=mapping)
         mean, std = _read_preprocessor(folder, spec.family)
         return cls(spec, model, folder=folder, device=device, mean=mean, std=std)
 

@@ -2,7 +2,9 @@
 
 A class list is written ``"sky,road,person|pedestrian"``: commas separate classes, ``|``
 separates a class's synonyms (the first name is the class's label; every synonym is a text
-query, and a class's score is the best of its synonyms). Names are matched case-insensitively
+query). Detectors and SAM 3 give a class the best of its synonyms' scores (each synonym is
+its own query); CLIP averages the synonyms' embeddings with the prompt templates (one
+embedding per class). Names are matched case-insensitively
 for duplicates, after collapsing whitespace.
 """
 
