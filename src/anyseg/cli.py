@@ -392,12 +392,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
                  "present": s.present, "location": s.location or None} for s in rows
             ], indent=2))
             return 0
-        header = f"{'name':<24} {'family':<13} {'params':>8}  {'source':<34} present"
+        header = f"{'name':<24} {'family':<15} {'params':>8}  {'source':<34} present"
         print(header)
         for s in rows:
             params = f"{s.spec.params_m:.1f}M" if s.spec.params_m else "-"
             present = "yes (builtin)" if s.source == "builtin" else (f"yes ({s.source})" if s.present else "no")
-            print(f"{s.spec.name:<24} {s.spec.family:<13} {params:>8}  {s.spec.hub_id or 'OpenCV (no weights)':<34} {present}")
+            print(f"{s.spec.name:<24} {s.spec.family:<15} {params:>8}  {s.spec.hub_id or 'OpenCV (no weights)':<34} {present}")
         return 0
     # pull
     from anyseg.models import weights

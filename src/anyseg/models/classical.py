@@ -221,7 +221,7 @@ def _labels(feats: dict[str, Any], prompt: Prompt, big: tuple[int, int], small: 
     elif box is not None:
         labels[box[1]:box[3], box[0]:box[2]] = cv2.GC_PR_FGD
     if len(pts):
-        pos, neg = pts[prompt.labels == 1], pts[prompt.labels == 0]
+        pos = pts[prompt.labels == 1]
         if len(pos):  # the clicked regions start as probable foreground
             reach = _POS_REACH if prior is not None or box is not None else _POS_REACH_ALONE
             labels[_geodesic(feats["geo_cost"], pos) < reach] = cv2.GC_PR_FGD

@@ -96,3 +96,30 @@ def resolve_folder(name: str, weights: str | None = None, allow_download: bool =
         raise ModelError(f"{name} is not a {what}; use one of: {fitting}")
     folder, _source = weights_mod.resolve(spec, weights, allow_download=allow_download)
     return spec, folder
+
+
+def read_preprocessor(folder: Path | None) -> dict[str, Any]:
+    """The weights folder's ``preprocessor_config.json`` (``{}`` when absent or unreadable)."""
+    import contextlib
+    import json
+
+    if folder is None:
+        return {}
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    with contextlib.suppress(OSError, ValueError):
+        cfg = json.loads(path.read_text())
+        return cfg if isinstance(cfg, dict) else {}
+    return {}
+
+
+def normalization(cfg: dict[str, Any], mean: tuple[float, ...], std: tuple[float, ...]
+                  ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(image_mean, image_std)`` from a preprocessor config, else the given defaults (3 values each)."""
+    try:
+        m = tuple(float(v) for v in cfg.get("image_mean", mean))
+        s = tuple(float(v) for v in cfg.get("image_std", std))
+    except (TypeError, ValueError):
+        return tuple(mean), tuple(std)
+    return (m, s) if len(m) == 3 and len(s) == 3 else (tuple(mean), tuple(std))

@@ -18,7 +18,6 @@ The mean/std (and S) come from the checkpoint's ``preprocessor_config.json`` whe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -80,14 +79,9 @@ def _default_norm(family: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _read_preprocessor(folder: Path, family: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    mean, std = _default_norm(family)
-    path = folder / "preprocessor_config.json"
-    if path.is_file():
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            cfg = json.loads(path.read_text())
-            mean = tuple(float(v) for v in cfg.get("image_mean", mean))
-            std = tuple(float(v) for v in cfg.get("image_std", std))
-    return mean, std
+    from anyseg.models.hf import normalization, read_preprocessor
+
+    return normalization(read_preprocessor(folder), *_default_norm(family))
 
 
 def _model_type(folder: Path) -> str | None:

@@ -61,7 +61,6 @@ done here with OpenCV and torch (transformers' CLIP image processor is not used)
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -233,16 +232,9 @@ def vote_in_masks(logits: np.ndarray, masks: Masks | np.ndarray) -> np.ndarray:
 # -- the model ---------------------------------------------------------------------------------
 def _read_preprocessor(folder: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(mean, std)`` from ``preprocessor_config.json`` when present, else CLIP's."""
-    mean, std = CLIP_MEAN, CLIP_STD
-    path = folder / "preprocessor_config.json" if folder is not None else None
-    if path is not None and path.is_file():
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            cfg = json.loads(path.read_text())
-            m = tuple(float(v) for v in cfg.get("image_mean", mean))
-            s = tuple(float(v) for v in cfg.get("image_std", std))
-            if len(m) == 3 and len(s) == 3:
-                mean, std = m, s
-    return mean, std
+    from anyseg.models.hf import normalization, read_preprocessor
+
+    return normalization(read_preprocessor(folder), CLIP_MEAN, CLIP_STD)
 
 
 def _check_classes(classes: Sequence[ClassName]) -> list[ClassName]:

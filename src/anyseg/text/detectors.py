@@ -32,8 +32,6 @@ Mean, std and (for Grounding DINO) the resize edges come from the weights folder
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,22 +152,15 @@ def _normalize(x: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
 
 def _read_preprocessor(folder: Path | None) -> dict[str, Any]:
     """The weights folder's ``preprocessor_config.json`` (``{}`` when absent or unreadable)."""
-    if folder is None:
-        return {}
-    path = Path(folder) / "preprocessor_config.json"
-    if not path.is_file():
-        return {}
-    with contextlib.suppress(OSError, ValueError):
-        cfg = json.loads(path.read_text())
-        return cfg if isinstance(cfg, dict) else {}
-    return {}
+    from anyseg.models.hf import read_preprocessor
+
+    return read_preprocessor(folder)
 
 
 def _norm(cfg: dict[str, Any], mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
-    try:
-        return tuple(float(v) for v in cfg.get("image_mean", mean)), tuple(float(v) for v in cfg.get("image_std", std))
-    except (TypeError, ValueError):
-        return mean, std
+    from anyseg.models.hf import normalization
+
+    return normalization(cfg, mean, std)
 
 
 def _model_dtype(model: Any) -> Any:

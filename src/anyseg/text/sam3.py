@@ -39,7 +39,6 @@ exactly the model's output.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -75,14 +74,14 @@ def _read_config(folder: Path) -> dict:
 
 def _read_preprocessor(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...], float]:
     """``(mean, std, rescale_factor)`` from ``preprocessor_config.json`` (SAM 3's defaults when absent)."""
-    mean, std, rescale = HALF, HALF, 1.0 / 255.0
-    path = folder / "preprocessor_config.json"
-    if path.is_file():
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            cfg = json.loads(path.read_text())
-            mean = tuple(float(v) for v in cfg.get("image_mean", mean))
-            std = tuple(float(v) for v in cfg.get("image_std", std))
-            rescale = float(cfg.get("rescale_factor", rescale))
+    from anyseg.models.hf import normalization, read_preprocessor
+
+    cfg = read_preprocessor(folder)
+    mean, std = normalization(cfg, HALF, HALF)
+    try:
+        rescale = float(cfg.get("rescale_factor", 1.0 / 255.0))
+    except (TypeError, ValueError):
+        rescale = 1.0 / 255.0
     return mean, std, rescale
 
 
