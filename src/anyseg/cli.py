@@ -103,6 +103,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None)
 
     _add_text_parsers(sub)
+    _add_track_parser(sub)
 
     models = sub.add_parser("models", help="list or download models")
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
@@ -169,6 +170,103 @@ def _add_text_parsers(sub: argparse._SubParsersAction) -> None:
                     help="dense CLIP model for stuff (default: the --model's own masks of the stuff names)")
     pn.add_argument("--min-area", type=int, default=64, metavar="PX", help="drop segments smaller than PX (default 64)")
     _text_common(pn, models)
+
+
+class _ObjPrompt(argparse.Action):
+    """``--prompt`` values paired with the ``--obj`` id in force where they appear."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        items = list(getattr(namespace, "prompts", None) or [])
+        items.append((getattr(namespace, "current_obj", 1), values))
+        namespace.prompts = items
+
+
+class _ObjId(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        try:
+            obj = int(values)
+        except ValueError:
+            obj = 0
+        if not 1 <= obj <= 254:
+            raise PromptError(f"--obj must be an integer object id in 1..254; got {values!r}")
+        namespace.current_obj = obj
+
+
+def _add_track_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("track", help="track objects through a video (file or frame folder) from prompts on any frame")
+    t.add_argument("video", help="video file (mp4, avi, ...) or a folder of frames")
+    t.add_argument("--obj", action=_ObjId, metavar="ID",
+                   help="object id (1..254) for the --prompt options that follow (default 1)")
+    t.add_argument("--prompt", action=_ObjPrompt, metavar="FRAME:KIND=VALUE", dest="prompt_args",
+                   help="FRAME:point=X,Y[:LABEL], FRAME:box=X0,Y0,X1,Y1 or FRAME:mask=PNG; repeatable")
+    t.add_argument("--text", metavar="CLASSES",
+                   help="track every instance of these classes (a,b|synonym): found on the first prompted frame "
+                        "(frame 0 without prompts) by --text-model")
+    t.add_argument("--text-model", default="auto", metavar="NAME", help="SAM 3 or a detector name (default auto)")
+    t.add_argument("--redetect", type=int, default=0, metavar="K",
+                   help="with --text: look for new objects every K frames (0: only at the start)")
+    t.add_argument("--threshold", type=float, default=None, metavar="T", help="with --text: least detection score")
+    t.add_argument("--model", default="auto",
+                   help="classical (optical flow), a SAM 2 / EdgeTAM / SAM 3 name, or auto (best present, else classical)")
+    t.add_argument("--weights", metavar="PATH")
+    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--restart", action="store_true", help="replace a different run in --out instead of refusing")
+    t.add_argument("--no-overlay", action="store_true", help="skip the overlay mp4")
+    t.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder's overlay (default 24)")
+    t.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    t.add_argument("--device", default=None)
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from anyseg.video.frames import open_frames
+    from anyseg.video.session import VideoSession, load_tracker
+    from anyseg.video.track import Redetector, TrackWriter, merge_prompts, parse_prompt, run_track
+
+    raw = getattr(args, "prompts", None) or []
+    prompts = merge_prompts(parse_prompt(text, obj) for obj, text in raw)
+    if not prompts and not args.text:
+        raise PromptError("no prompt: give --prompt FRAME:point=X,Y (or box=, mask=) and/or --text CLASSES")
+    if args.redetect and not args.text:
+        raise InputError("--redetect needs --text")
+    classes = None
+    if args.text:
+        from anyseg.text.vocab import parse_classes
+
+        classes = parse_classes(args.text, "--text")
+    params = None
+    if args.threshold is not None:
+        from anyseg.tasks.text import TextParams
+
+        params = TextParams(threshold=args.threshold, box_threshold=args.threshold)
+    frames = open_frames(args.video, fps=args.fps)
+    for p in prompts:
+        frames.check_index(p["frame"])
+    run = {"video": str(Path(args.video).resolve()), "num_frames": len(frames), "size": list(frames.size),
+           "model": args.model, "weights": args.weights, "prompts": prompts, "text": args.text,
+           "text_model": args.text_model if args.text else None, "redetect": args.redetect}
+    writer = TrackWriter(Path(args.out), run, restart=args.restart)
+    tracker = load_tracker(args.model, weights=args.weights, device=args.device)
+    redetect = None
+    if classes is not None:
+        from anyseg.tasks.text import load_instance_backend
+
+        redetect = Redetector(load_instance_backend(args.text_model, device=args.device), classes,
+                              every=args.redetect, params=params)
+    if not writer.finished:
+        with VideoSession(tracker, frames) as session:
+            run_track(session, prompts, writer, progress=True, redetect=redetect)
+    record = writer.finish(frames, frames.fps, overlay=not args.no_overlay)
+    summary = {"out": str(args.out), "model": getattr(tracker, "name", args.model), "frames": record["num_frames"],
+               "object_ids": record["object_ids"]}
+    if redetect is not None:
+        summary["labels"] = {str(k): v for k, v in redetect.labels.items()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"tracked {len(record['object_ids'])} object(s) over {record['num_frames']} frames with "
+              f"{summary['model']} -> {Path(args.out) / 'tracks.json'}", file=sys.stderr)
+    frames.close()
+    return 0
 
 
 def _text_params(args: argparse.Namespace, top: int | None = None, min_area: int = 0):
@@ -430,6 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_semantic(args)
         if args.command == "panoptic":
             return _cmd_panoptic(args)
+        if args.command == "track":
+            return _cmd_track(args)
         if args.command == "eval":
             from anyseg.eval.cli import run as run_eval
 

@@ -1,0 +1,10 @@
+"""Video object segmentation and tracking: lazy frame sources, trackers, sessions.
+
+* :mod:`anyseg.video.frames`: ``open_frames`` (a video file or a folder of frames), decoded
+  lazily, never all in memory.
+* :mod:`anyseg.video.base`: the ``Tracker`` interface every engine implements.
+* :mod:`anyseg.video.sam2`: SAM 2 / 2.1, EdgeTAM, SAM 3 tracker through transformers' video models.
+* :mod:`anyseg.video.classical`: optical-flow mask propagation (no weights).
+* :mod:`anyseg.video.session`: ``VideoSession`` (prompts on any frame, streamed propagation,
+  corrections) and ``track`` / outputs for the CLI.
+"""
