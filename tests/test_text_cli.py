@@ -73,7 +73,7 @@ def test_text_command_writes_labelled_instances(capsys, env, tmp_path, model):
 
 def test_semantic_command_dense_clip_and_instance_backend(capsys, env, tmp_path):
     for extra in (["--model", "clip-vit-b16", "--method", "maskclip"], ["--model", "clip-vit-b16"],
-                  ["--model", "sam3", "--threshold", "0"]):
+                  ["--model", "clip-vit-b16", "--refine", "sam-vit-base"], ["--model", "sam3", "--threshold", "0"]):
         out = tmp_path / "_".join(extra).replace("-", "")
         code, stdout, err = _run(capsys, "semantic", env, "--classes", "sky,road,car|vehicle", *extra, "--out", out,
                                  "--json")
@@ -84,6 +84,8 @@ def test_semantic_command_dense_clip_and_instance_backend(capsys, env, tmp_path)
         assert set(np.unique(cmap)) <= {0, 1, 2, 255}
         if "clip-vit-b16" in extra:
             assert 255 not in cmap  # dense CLIP labels every pixel
+        if "--refine" in extra:
+            assert record["model"] == "clip-vit-b16:sclip+sam-vit-base"
         fractions = sum(c["fraction"] for c in record["classes"]) + record["unlabeled_fraction"]
         assert fractions == pytest.approx(1.0, abs=1e-4)
 
