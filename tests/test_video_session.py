@@ -236,3 +236,41 @@ def test_load_tracker_names():
         load_tracker("sam-vit-base")
     with pytest.raises(ModelError, match="unknown model"):
         load_tracker("nope")
+
+
+def test_text_initialised_tracking_adds_new_objects_with_stable_ids(tmp_path):
+    from anyseg.tasks.text import _labelled
+    from anyseg.text.vocab import parse_classes
+    from anyseg.video.track import Redetector, TrackWriter, run_track
+
+    classes = parse_classes("car")
+
+    class Backend:
+        """Frame t shows object 1 from the start and object 2 from frame 10 on."""
+
+        name = "fake-text"
+
+        def __init__(self, frames):
+            self.frames = frames
+            self.asked = []
+
+        def instances(self, image, classes_, params):
+            t = next(i for i in range(T) if np.array_equal(self.frames[i], image))
+            self.asked.append(t)
+            objs = [1] + ([2] if t >= 10 else [])
+            return _labelled(np.stack([square(t, k) for k in objs]), np.full(len(objs), 0.9, np.float32),
+                             np.zeros(len(objs), np.int64), ["car"] * len(objs), classes_)
+
+    frames = _frames()
+    backend = Backend(frames)
+    tracker = FakeTracker()
+    session = VideoSession(tracker, frames)
+    writer = TrackWriter(tmp_path / "out", {"run": 1})
+    red = Redetector(backend, classes, every=10)
+    run_track(session, [], writer, progress=False, redetect=red)
+    assert backend.asked == [0, 10, 20]
+    assert ("prompt", 0, 1, True) in tracker.calls and ("prompt", 10, 2, True) in tracker.calls
+    assert [c for c in tracker.calls if c[0] == "prompt" and c[2] == 3] == []  # object 1 is never re-added
+    assert red.labels == {1: "car", 2: "car"}
+    ids5, ids15 = writer.read_ids(5), writer.read_ids(15)
+    assert set(np.unique(ids5)) == {0, 1} and set(np.unique(ids15)) == {0, 1, 2}
