@@ -317,3 +317,36 @@ def test_a_checkpoint_lacking_weights_is_an_error_not_random_weights(tiny_folder
     monkeypatch.setenv("ANYSEG_ALLOW_MISSING_WEIGHTS", "1")
     with pytest.warns(UserWarning, match="random"):
         load_model("sam-vit-base", weights=broken)
+
+
+@pytest.mark.parametrize("family", ["sam", "sam_hq", "sam2"])
+def test_shared_first_layer_projections_change_nothing(predictors, family, monkeypatch):
+    """The first block's image-side projections run once per click batch: results bit-identical."""
+    import anyseg.models.sam as sam_mod
+
+    p = predictors[family]
+    block = p.model.mask_decoder.transformer.layers[0]
+    assert isinstance(block.cross_attn_token_to_image.k_proj, sam_mod._SharedRowsLinear)
+    assert "mask_decoder.transformer.layers.0.cross_attn_token_to_image.k_proj.weight" in p.model.state_dict()
+    emb = p.embed(_image(70, 110))
+    pts = np.array([[10.0, 20.0], [50.0, 30.0], [100.0, 60.0], [5.0, 5.0], [60.0, 40.0]])
+    shared = p.decode_points(emb, pts)
+    calls = []
+    real = block.cross_attn_token_to_image.k_proj.linear
+    monkeypatch.setattr(block.cross_attn_token_to_image.k_proj, "linear", lambda x: calls.append(x.shape[0]) or real(x))
+    p.decode_points(emb, pts)
+    assert calls == [1]  # one row computed for five clicks
+
+    class Off:
+        def set(self, value):
+            return None
+
+        def reset(self, token):
+            pass
+
+        def get(self):
+            return False
+
+    monkeypatch.setattr(sam_mod, "_SHARED_ROWS", Off())
+    plain = p.decode_points(emb, pts)
+    assert torch.equal(shared[0], plain[0]) and torch.equal(shared[1], plain[1])

@@ -18,6 +18,7 @@ The mean/std (and S) come from the checkpoint's ``preprocessor_config.json`` whe
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 from dataclasses import dataclass
@@ -84,6 +85,47 @@ def _read_preprocessor(folder: Path, family: str) -> tuple[tuple[float, ...], tu
     return normalization(read_preprocessor(folder), *_default_norm(family))
 
 
+class _SharedRowsLinear:
+    """Wraps a decoder ``nn.Linear`` whose input rows are identical copies in a point batch.
+
+    In the first two-way attention block, the image-side projections (token->image keys and
+    values, image->token queries) read only the image embedding and its positional encoding,
+    which transformers repeats once per click (``repeat_interleave(point_batch_size)``). While
+    :data:`_SHARED_ROWS` is set (by :meth:`SamFamilyPredictor.decode_points` without mask
+    inputs, where the rows are identical by construction) the projection runs on the first
+    row and is broadcast: the same numbers, a fraction of the work.
+    """
+
+    def __init__(self, linear: Any) -> None:
+        self.linear = linear
+
+    def __call__(self, x: Any) -> Any:
+        if _SHARED_ROWS.get() and x.dim() >= 3 and x.shape[0] > 1:
+            out = self.linear(x[:1])
+            return out.expand(x.shape[0], *out.shape[1:])
+        return self.linear(x)
+
+
+_SHARED_ROWS: "contextvars.ContextVar[bool]" = contextvars.ContextVar("anyseg_shared_rows", default=False)
+
+
+def _share_first_layer_projections(model: Any) -> bool:
+    """Install :class:`_SharedRowsLinear` on the first block's image-side projections, if present."""
+    try:
+        block = model.mask_decoder.transformer.layers[0]
+        targets = ((block.cross_attn_token_to_image, "k_proj"), (block.cross_attn_token_to_image, "v_proj"),
+                   (block.cross_attn_image_to_token, "q_proj"))
+    except (AttributeError, IndexError):
+        return False
+    for module, name in targets:
+        linear = getattr(module, name)
+        if isinstance(linear, _SharedRowsLinear):
+            continue
+        object.__setattr__(module, name, _SharedRowsLinear(linear))  # not a submodule: weights stay registered
+        module._modules[name] = linear  # keep it in the state dict / .to() under its own name
+    return True
+
+
 def _model_type(folder: Path) -> str | None:
     try:
         return json.loads((Path(folder) / "config.json").read_text()).get("model_type")
@@ -127,6 +169,7 @@ class SamFamilyPredictor(Predictor):
         self.mean = tuple(mean or d_mean)
         self.std = tuple(std or d_std)
         self.frame = int(model.config.prompt_encoder_config.image_size)
+        _share_first_layer_projections(model)
         self._id = f"{spec.name}:{folder}" if folder else spec.name
 
     @property
@@ -345,13 +388,17 @@ class SamFamilyPredictor(Predictor):
             kwargs["input_points"] = coords[:, None, None, :]
             kwargs["input_labels"] = torch.ones((b, 1, 1), dtype=torch.long, device=self.device)
             kwargs["input_masks"] = masks[:, None]
-        with torch.inference_mode():
-            out = self.model(
-                image_embeddings=emb,
-                multimask_output=multimask,
-                **({"intermediate_embeddings": inter} if self.family == "sam_hq" else {}),
-                **kwargs,
-            )
+        token = _SHARED_ROWS.set(mask_inputs is None)  # one image, many clicks: identical image rows
+        try:
+            with torch.inference_mode():
+                out = self.model(
+                    image_embeddings=emb,
+                    multimask_output=multimask,
+                    **({"intermediate_embeddings": inter} if self.family == "sam_hq" else {}),
+                    **kwargs,
+                )
+        finally:
+            _SHARED_ROWS.reset(token)
         logits, scores = out.pred_masks.float(), out.iou_scores.float()
         if mask_inputs is None:
             return logits[0], scores[0]
