@@ -123,6 +123,9 @@ def _run(args: argparse.Namespace, monitor) -> int:
             records, summary = runners.run_box(predictor, samples, st)
     elif kind == "video":
         samples = datasets.read_davis(_data_dir(args.data), resolution=args.resolution, limit=limit)
+        from anyseg.video.session import register_video_engines
+
+        register_video_engines()
         factory = runners.VIDEO_ENGINES.get(args.model)
         if factory is None:
             known = ", ".join(sorted(runners.VIDEO_ENGINES)) or "none installed yet"

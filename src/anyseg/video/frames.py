@@ -174,6 +174,25 @@ def open_frames(path: str | os.PathLike, fps: float | None = None, cache_frames:
     return src
 
 
+class PathFrames(FrameSource):
+    """Frames from a list of image paths (e.g. a DAVIS sequence), decoded lazily."""
+
+    def __init__(self, name: str, paths, fps: float = 24.0) -> None:
+        from anyseg.io.images import load_image
+
+        self._paths = list(paths)
+        if not self._paths:
+            raise InputError(f"sequence {name} has no frames")
+        self._load = load_image
+        first = load_image(self._paths[0])
+        super().__init__(name, len(self._paths), first.shape[:2], fps, cache_frames=2)
+        first.flags.writeable = False
+        self._cache[0] = first
+
+    def _read(self, index: int) -> np.ndarray:
+        return self._load(self._paths[index])
+
+
 class ArrayFrames(FrameSource):
     """Frames already in memory (tests, short clips): ``(T, H, W, 3)`` uint8 or a list of frames."""
 

@@ -180,3 +180,35 @@ def load_tracker(name: str = "auto", weights: str | None = None, device: str | N
     from anyseg.video.sam2 import load_video_tracker
 
     return load_video_tracker(name, weights=weights, device=device, allow_download=allow_download)
+
+
+def tracker_engine(tracker: Tracker) -> Any:
+    """A :data:`anyseg.eval.runners.VideoEngine` from a tracker: semi-supervised VOS as DAVIS
+    defines it (the first frame's ground-truth masks are the prompts; forward to the end)."""
+    from anyseg.video.base import ObjectPrompt
+    from anyseg.video.frames import PathFrames
+
+    def engine(sample: Any, first: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+        frames = PathFrames(sample.name, sample.frames)
+        state = tracker.start(frames)
+        try:
+            for obj_id, mask in sorted(first.items()):
+                tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=int(obj_id), mask=mask))
+            yield from tracker.propagate(state, 0, len(frames) - 1)
+        finally:
+            tracker.close(state)
+            frames.close()
+
+    return engine
+
+
+def register_video_engines() -> None:
+    """Every model that can track is an ``anyseg eval video --model NAME`` engine."""
+    from anyseg.eval.runners import register_video_engine
+    from anyseg.models.registry import sam_family_by_quality
+    from anyseg.video.classical import register as register_classical
+
+    register_classical()
+    for spec in sam_family_by_quality():
+        if spec.family in ("sam2", "edgetam", "sam3_tracker"):
+            register_video_engine(spec.name, lambda name: tracker_engine(load_tracker(name)))
