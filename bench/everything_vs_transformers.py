@@ -33,6 +33,11 @@ Options that isolate one cause of difference (see docs/BENCHMARKS.md):
 * ``--shared-points``: the pipeline clicks anyseg's coordinates (a float64 grid mapped in
   float64, as segment-anything / SAM 2 do, then float32) instead of its float32 ones.
 
+* ``--smooth-masks``: both models' low-res logits are replaced by a smooth version (means of
+  16 x 16 blocks, upsampled back), so that random weights give blob-shaped masks like a
+  trained model's instead of speckle (speckle makes run-length work, and so the pipeline's
+  post-processing, unrealistically expensive).
+
 With ``--shared-pixels --shared-points`` both sides decode the same embeddings at the same
 clicks, so the comparison isolates the generators' own logic (filters, upscaling, NMS).
 """
@@ -193,6 +198,37 @@ def share_points(family: str, predictor: Any) -> None:
     m._generate_crop_images = crop_images
 
 
+def smooth_masks(model: Any, cell: int = 16) -> None:
+    """Make ``model``'s low-res mask logits smooth blobs like a trained model's.
+
+    Random weights give speckled logits (tens of thousands of runs per mask), which inflate
+    any run-length work; trained SAMs give smooth regions. Each mask's logits are averaged in
+    ``cell x cell`` blocks and upsampled back, then shifted so that a fraction between 3 % and
+    40 % of the mask is positive (a function of the mask's own values: without the shift most smoothed random masks are empty, which would make the
+    post-processing unrealistically cheap). The same per-mask transform runs on both sides.
+    It is meant for timing: the shift moves many pixels close to the threshold, so float
+    rounding differences between the two sides' batch layouts (64 clicks per call vs 4) can
+    flip masks of near-tied random models (the tiny configs); check parity without it.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    forward = model.forward
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        out = forward(*args, **kwargs)
+        m = out["pred_masks"]
+        flat = m.reshape(-1, 1, *m.shape[-2:])
+        small = F.avg_pool2d(flat, cell)
+        smooth = F.interpolate(small, size=m.shape[-2:], mode="bilinear", align_corners=False).flatten(1)
+        frac = 0.03 + 0.37 * torch.frac(small.flatten(1).abs().mean(dim=1) * 1000.0)  # (n,) in [0.03, 0.40)
+        level = torch.stack([torch.quantile(row, 1.0 - f) for row, f in zip(smooth, frac)])
+        out["pred_masks"] = (smooth - level[:, None]).reshape(m.shape)
+        return out
+
+    model.forward = wrapped
+
+
 # -- runs ------------------------------------------------------------------------------------------
 def run_reference(pipe: Any, image: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
@@ -285,12 +321,15 @@ def compare(a_masks: np.ndarray, a_scores: np.ndarray, b_masks: np.ndarray, b_sc
     from anyseg.masks.boxes import mask_iou
 
     na, nb = len(a_masks), len(b_masks)
-    res: dict[str, Any] = {"anyseg_masks": na, "reference_masks": nb}
+    res: dict[str, Any] = {"anyseg_masks": na, "reference_masks": nb,
+                           "empty": [int((~a_masks.any(axis=(1, 2))).sum()), int((~b_masks.any(axis=(1, 2))).sum())]}
     if na == 0 or nb == 0:
         res.update(pairs=0, pairs_iou_ge_0_99=0, identical=0, mean_iou=None, unmatched_anyseg=na,
                    unmatched_reference=nb, max_abs_score_diff=None)
         return res
     iou = mask_iou(a_masks, b_masks).astype(np.float64)
+    empty_a, empty_b = ~a_masks.any(axis=(1, 2)), ~b_masks.any(axis=(1, 2))
+    iou[np.ix_(empty_a, empty_b)] = 1.0  # two empty masks are the same mask
     try:
         from scipy.optimize import linear_sum_assignment
 
@@ -360,6 +399,9 @@ def main() -> int:
     ap.add_argument("--fix-sam2-points", action="store_true", help="correct the pipeline's SAM 2 point mapping")
     ap.add_argument("--shared-points", action="store_true",
                     help="the pipeline clicks anyseg's coordinates (float64 grid; implies --fix-sam2-points)")
+    ap.add_argument("--smooth-masks", action="store_true",
+                    help="both models' low-res logits become smooth blobs (16x16-pixel block means, upsampled): "
+                         "mask shapes like a trained model's instead of random speckle")
     ap.add_argument("--no-encoder-timing", action="store_true")
     ap.add_argument("--decoder-timing", action="store_true",
                     help="also time the decoder alone (one call per batch vs anyseg's split calls; crop_n_layers 0)")
@@ -398,6 +440,9 @@ def main() -> int:
         hf_model = model_cls.from_pretrained(str(folder)).eval()
         proc = image_processor(family, frame, folder)
         pipe = pipeline("mask-generation", model=hf_model, image_processor=proc, device=-1)
+        if args.smooth_masks:
+            smooth_masks(hf_model)
+            smooth_masks(predictor.model)
         if args.fix_sam2_points:
             fix_sam2_points()
         if args.shared_points:
@@ -438,6 +483,7 @@ def main() -> int:
         "family": family, "parameters_m": round(n_params / 1e6, 2),
         "image": image_label, "image_hw": list(image.shape[:2]), "params": p,
         "shared_pixels": args.shared_pixels, "fix_sam2_points": args.fix_sam2_points, "shared_points": args.shared_points,
+        "smooth_masks": args.smooth_masks,
         "pixel_values_max_abs_diff": round(pixel_diff, 6),
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "python": sys.version.split()[0],
@@ -453,7 +499,8 @@ def main() -> int:
     print("params " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()))
     print(f"pixel values max |diff| (own preprocessing): {pixel_diff:.3g}"
           f"{'; pipeline fed anyseg pixels' if args.shared_pixels else ''}{'; SAM 2 points fixed' if args.fix_sam2_points else ''}"
-          f"{'; pipeline clicks anyseg points' if args.shared_points else ''}")
+          f"{'; pipeline clicks anyseg points' if args.shared_points else ''}"
+          f"{'; smooth-mask logits on both sides' if args.smooth_masks else ''}")
     print(f"{'':26} {'transformers':>13} {'anyseg':>10}")
     if enc:
         print(f"{'image encoder (s)':26} {enc['reference_s']:>13.3f} {enc['anyseg_s']:>10.3f}")
