@@ -59,3 +59,22 @@ def test_track_auto_uses_the_sam2_model_present(capsys, monkeypatch, models_dir,
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert json.loads(captured.out)["model"] == "sam2.1-hiera-tiny"
+
+
+def test_track_from_text_with_tiny_sam3_and_the_classical_engine(capsys, monkeypatch, video_dir, tmp_path):
+    from tiny_sam3 import build_sam3
+
+    models = tmp_path / "models"
+    build_sam3(models / "sam3")
+    monkeypatch.setenv("ANYSEG_MODELS", str(models))
+    out = tmp_path / "out"
+    code = main(["track", str(video_dir), "--text", "square|block", "--text-model", "sam3", "--threshold", "0",
+                 "--redetect", "5", "--model", "classical", "--no-overlay", "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out)
+    assert summary["object_ids"] and summary["object_ids"] == sorted(summary["object_ids"])
+    assert set(summary["labels"].values()) == {"square"}
+    assert min(int(k) for k in summary["labels"]) == 1
+    tracks = json.loads((out / "tracks.json").read_text())
+    assert len(tracks["frames"]) == T
