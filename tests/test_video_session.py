@@ -96,6 +96,7 @@ def test_session_rejects_bad_prompts():
         (dict(frame=0, obj_id=1, mask=np.zeros((H, W), bool)), "empty"),
         (dict(frame=0, obj_id=1), "empty"),
         (dict(frame=0, obj_id=1, points=[[1, 1]], labels=[2]), "labels"),
+        (dict(frame=0, obj_id=4, points=[[1, 1]], labels=[0]), "object 4 is unknown"),
     ):
         with pytest.raises((InputError, PromptError), match=msg):
             s.add_prompt(**kwargs)

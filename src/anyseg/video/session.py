@@ -69,6 +69,10 @@ class VideoSession:
             raise PromptError(f"object ids must be positive integers; got {obj_id!r}")
         prompt = ObjectPrompt(frame, int(obj_id), points=points, labels=labels, box=box, mask=mask)
         self._check_within(prompt)
+        known = int(obj_id) in self.object_ids
+        if not known and prompt.box is None and prompt.mask is None and not (prompt.labels == 1).any():
+            raise PromptError(f"object {obj_id} is unknown (no prompt yet): its first prompt needs a positive click, "
+                              f"a box or a mask; known objects: {self.object_ids or 'none'}")
         objects = self.tracker.add_prompt(self.state, prompt)
         self._prompted.setdefault(frame, set()).add(int(obj_id))
         self._pending.append(frame)
