@@ -54,6 +54,17 @@ class ObjectPrompt:
             object.__setattr__(self, "mask", np.asarray(self.mask).astype(bool))
 
 
+def checked_prompt(frames: Any, prompt: Any) -> tuple[int, int]:
+    """``(frame, obj_id)`` of a prompt given to a tracker, validated against ``frames`` (one-line errors)."""
+    if not isinstance(prompt, ObjectPrompt):
+        raise PromptError(f"expected an ObjectPrompt; got {type(prompt).__name__}")
+    frame = frames.check_index(prompt.frame)
+    obj = prompt.obj_id
+    if isinstance(obj, bool) or not isinstance(obj, (int, np.integer)):
+        raise PromptError(f"object ids must be positive integers; got {obj!r}")
+    return frame, int(obj)
+
+
 class Tracker(Protocol):
     """A video object segmentation engine (semi-supervised: prompts in, masks for every frame out)."""
 

@@ -70,7 +70,7 @@ import cv2
 import numpy as np
 
 from anyseg.errors import InputError, PromptError
-from anyseg.video.base import ObjectPrompt
+from anyseg.video.base import ObjectPrompt, checked_prompt
 from anyseg.video.frames import FrameSource
 
 __all__ = ["FLOW_PRESETS", "ClassicalState", "ClassicalTracker", "davis_engine", "register"]
@@ -253,13 +253,7 @@ class ClassicalTracker:
     def add_prompt(self, state: ClassicalState, prompt: ObjectPrompt) -> dict[int, np.ndarray]:
         """Add or replace ``prompt.obj_id``'s prompt on ``prompt.frame``; that frame's masks of every object."""
         self._check_state(state)
-        if not isinstance(prompt, ObjectPrompt):
-            raise PromptError(f"expected an ObjectPrompt; got {type(prompt).__name__}")
-        frame = state.frames.check_index(prompt.frame)
-        obj = prompt.obj_id
-        if isinstance(obj, bool) or not isinstance(obj, (int, np.integer)):
-            raise PromptError(f"object ids must be positive integers; got {obj!r}")
-        obj = int(obj)
+        frame, obj = checked_prompt(state.frames, prompt)
         if prompt.mask is not None:
             if prompt.mask.shape != state.size:
                 raise PromptError(f"the mask prompt for object {obj} on frame {frame} is {_wxh(prompt.mask.shape)}, "

@@ -76,7 +76,7 @@ import numpy as np
 
 from anyseg.errors import InputError, ModelError, PromptError
 from anyseg.models.registry import ModelSpec
-from anyseg.video.base import ObjectPrompt
+from anyseg.video.base import ObjectPrompt, checked_prompt
 from anyseg.video.frames import FrameSource
 
 __all__ = ["load_video_tracker", "Sam2VideoTracker", "Sam2VideoState", "VIDEO_FAMILIES", "VIDEO_MODEL_CLASSES"]
@@ -331,13 +331,7 @@ class Sam2VideoTracker:
     def add_prompt(self, state: Sam2VideoState, prompt: ObjectPrompt) -> dict[int, np.ndarray]:
         """Add (or replace) ``prompt.obj_id``'s prompt on ``prompt.frame``; that frame's masks of every object."""
         self._check_state(state)
-        if not isinstance(prompt, ObjectPrompt):
-            raise PromptError(f"expected an ObjectPrompt; got {type(prompt).__name__}")
-        t = state.frames.check_index(prompt.frame)
-        obj_id = prompt.obj_id
-        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
-            raise PromptError(f"object ids must be positive integers; got {obj_id!r}")
-        obj_id = int(obj_id)
+        t, obj_id = checked_prompt(state.frames, prompt)
         inputs = self._prompt_inputs(state, prompt)  # validated before the session is touched
         pixels = self._pixels(state.frames[t])
 
