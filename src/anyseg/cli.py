@@ -116,6 +116,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from anyseg.eval.cli import add_parsers as add_eval_parsers
 
     add_eval_parsers(sub)
+    from anyseg.serve.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -530,6 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_panoptic(args)
         if args.command == "track":
             return _cmd_track(args)
+        if args.command == "serve":
+            from anyseg.serve.cli import run as run_serve
+
+            return run_serve(args)
         if args.command == "eval":
             from anyseg.eval.cli import run as run_eval
 

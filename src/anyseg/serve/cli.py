@@ -1,0 +1,99 @@
+"""``anyseg serve``: command-line entry of the annotation service (uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+import sys
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``serve`` sub-command to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser("serve", help="web UI + JSON API for interactive annotation (FastAPI)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model", default="auto", help="promptable model name (default auto: best present, else classical)")
+    p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
+    p.add_argument("--db", default="sqlite:///anyseg.db", metavar="URL",
+                   help="SQLAlchemy database URL (default sqlite:///anyseg.db; e.g. postgresql://user@host/db)")
+    p.add_argument("--data-dir", metavar="DIR", help="where uploaded images are stored (default: anyseg-data next to the SQLite file)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-upload-mb", type=float, default=20, metavar="MB", help="largest upload (default 20)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N", help="largest image in pixels (default 40M)")
+    p.add_argument("--cache-mb", type=float, default=2048, metavar="MB", help="embedding cache size (default 2048)")
+    p.add_argument("--workers", type=int, default=1, help="model worker threads (default 1)")
+    p.add_argument("--queue", type=int, default=8, metavar="N",
+                   help="model jobs that may wait beyond the running ones; more get 503 (default 8)")
+    p.add_argument("--timeout", type=float, default=60, metavar="S", help="model job timeout in seconds -> 504 (default 60)")
+    p.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
+                   help="allow cross-origin requests from ORIGIN (repeatable; default: CORS off)")
+    return p
+
+
+def _err(msg: str, code: int = 2) -> int:
+    print(f"anyseg: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    return code
+
+
+def _check_port(host: str, port: int) -> str | None:
+    """A one-line reason why ``host:port`` cannot be bound, or ``None``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return f"cannot resolve --host {host!r}: {e.strerror}"
+    family, _, _, _, addr = infos[0]
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(addr)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return f"port {port} on {host} is already in use (pick another with --port, or stop the other server)"
+        return f"cannot bind {host}:{port}: {e.strerror or e}"
+    finally:
+        s.close()
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the service; returns the exit code (2 with a one-line error for bad settings)."""
+    if not 0 < args.port < 65536:
+        return _err(f"--port must be in 1..65535; got {args.port}")
+    for name in ("max_upload_mb", "cache_mb", "timeout"):
+        if getattr(args, name) <= 0:
+            return _err(f"--{name.replace('_', '-')} must be positive; got {getattr(args, name)}")
+    if args.workers < 1 or args.queue < 0 or args.max_pixels < 1:
+        return _err("--workers and --max-pixels must be >= 1 and --queue >= 0")
+    reason = _check_port(args.host, args.port)
+    if reason:
+        return _err(reason)
+    try:
+        import uvicorn
+
+        from anyseg.serve.app import create_app
+    except ImportError as e:
+        return _err(f"the service needs fastapi and uvicorn (pip install fastapi uvicorn sqlalchemy python-multipart): {e}")
+    from anyseg.errors import AnysegError
+
+    try:
+        app = create_app(
+            model=args.model, weights=args.weights, db_url=args.db, device=args.device,
+            max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_pixels=args.max_pixels,
+            cache_bytes=int(args.cache_mb * (1 << 20)), workers=args.workers, queue_size=args.queue,
+            request_timeout_s=args.timeout, cors_origins=args.cors, data_dir=getattr(args, "data_dir", None),
+        )
+    except AnysegError as e:
+        return _err(str(e))
+    except OSError as e:
+        return _err(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""), 1)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"anyseg: notice: serving on {args.host}:{args.port}, reachable from other machines; "
+              "the service has no authentication", file=sys.stderr)
+    print(f"anyseg: serving {app.state.anyseg.predictor.name} on http://{args.host}:{args.port}/", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
+        return _err(f"the server could not start on {args.host}:{args.port}") if e.code else 0
+    return 0
