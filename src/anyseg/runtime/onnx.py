@@ -1,0 +1,584 @@
+"""ONNX Runtime fast path for SAM-family promptable inference (fp32 and dynamic int8).
+
+Only the two networks run in onnxruntime: the image encoder (``pixel_values`` ->
+``image_embeddings``) and the prompt encoder + mask decoder (image embeddings, points and
+labels in model coordinates -> low-res mask logits and IoU scores). Preprocessing, the
+geometry, the prompt mapping and the postprocessing are the torch predictor's own, so both
+runtimes produce comparable :class:`~anyseg.types.Masks`.
+
+The decoder graph takes prompts the way segment-anything's ONNX model does: one sequence of
+``N`` points per prompt with labels ``1`` (positive), ``0`` (negative), ``2`` / ``3`` (box
+top-left / bottom-right corner) and ``-1`` (the padding point transformers appends when there
+is no box), plus ``mask_input`` / ``has_mask_input`` for the dense mask prompt. Both the
+number of prompts ``B`` and the number of points ``N`` are dynamic axes. It returns the four
+mask tokens' outputs; single / multi-mask selection happens in Python, as in transformers.
+
+Artifacts are cached in ``<weights folder>/.anyseg-onnx/<key>/`` (or
+``~/.cache/anyseg/onnx/<key>`` when that folder is not writable), where ``key`` is a sha256
+of the checkpoint's ``config.json``, the weights files' sizes and mtimes, the anyseg / torch /
+onnx / onnxruntime versions and the export options. Supported families: ``sam`` and ``sam2``
+(SAM 2 / 2.1: the encoder also returns the two high-resolution maps; SAM 2's dynamic
+single-mask fallback via stability is applied in Python on the four outputs, as transformers does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anyseg.errors import InputError, ModelError, PromptError
+from anyseg.io.images import image_hash
+from anyseg.models.base import Predictor, check_embedding, check_image
+from anyseg.types import Embedding, Masks, Prompt
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+SUPPORTED_FAMILIES = ("sam", "sam2")
+SAM2_FAMILIES = ("sam2",)
+OPSET = 17
+#: bump when the exported graphs change meaning (part of the cache key)
+EXPORT_FORMAT = 1
+#: op types quantized by ``onnx-int8`` (dynamic quantization of Conv is slow in onnxruntime)
+INT8_OPS = ("MatMul", "Gemm")
+
+#: number of exports done by this process (tests check cache re-use with it)
+EXPORT_COUNT = 0
+_LOCK = threading.RLock()
+
+
+# -- the exported networks -----------------------------------------------------------------
+def _encoder_module(model: Any) -> Any:
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, vision_encoder: Any):
+            super().__init__()
+            self.vision_encoder = vision_encoder
+
+        def forward(self, pixel_values: Any) -> Any:
+            return self.vision_encoder(pixel_values)[0]
+
+    class Sam2Encoder(torch.nn.Module):
+        """``Sam2Model.get_image_embeddings``: two high-resolution maps, then the image embedding."""
+
+        def __init__(self, model: Any):
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: Any) -> tuple[Any, Any, Any]:
+            s0, s1, emb = self.model.get_image_embeddings(pixel_values)
+            return emb, s0, s1
+
+    if hasattr(model, "no_memory_embedding"):
+        return Sam2Encoder(model).eval()
+    return Encoder(model.vision_encoder).eval()
+
+
+def _decoder_module(model: Any) -> Any:
+    """SAM / SAM 2 prompt encoder + mask decoder with segment-anything's ONNX prompt interface.
+
+    Mirrors ``Sam(2)PromptEncoder`` / ``Sam(2)MaskDecoder.forward`` of transformers (the same
+    submodules and weights), returning all ``1 + num_multimask_outputs`` masks and scores; the
+    output selection (and SAM 2's stability fallback) is done by the caller.
+    """
+    import torch
+
+    class Decoder(torch.nn.Module):
+        def __init__(self, model: Any):
+            super().__init__()
+            pe = model.prompt_encoder
+            self.sam2 = hasattr(model, "no_memory_embedding")
+            self.pe_layer = pe.shared_embedding  # points; the image-wide PE is the model's own
+            with torch.no_grad():
+                weights = (pe.point_embed.weight if self.sam2 else torch.cat([e.weight for e in pe.point_embed]))
+                self.register_buffer("point_weights", weights.detach().clone())  # (4, C): labels 0..3
+            self.not_a_point_embed = pe.not_a_point_embed
+            self.mask_embed = pe.mask_embed
+            self.no_mask_embed = pe.no_mask_embed
+            self.input_size = float(pe.input_image_size)
+            self.mask_decoder = model.mask_decoder
+            with torch.no_grad():
+                self.register_buffer("image_pe", model.get_image_wide_positional_embeddings().detach().clone())
+
+        def forward(self, image_embeddings: Any, point_coords: Any, point_labels: Any, mask_input: Any,
+                    has_mask_input: Any, high_res_0: Any = None, high_res_1: Any = None) -> tuple[Any, Any]:
+            md = self.mask_decoder
+            # -- prompt encoder (points, box corners, padding point) --
+            coords = (point_coords + 0.5) / self.input_size
+            coords = 2 * coords - 1
+            coords = coords @ self.pe_layer.positional_embedding
+            coords = 2 * np.pi * coords
+            emb = torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)  # (B, N, C)
+            labels = point_labels.unsqueeze(-1).to(emb.dtype)
+            emb = torch.where(labels == -1, self.not_a_point_embed.weight, emb)
+            for k in range(4):
+                emb = torch.where(labels == k, emb + self.point_weights[k], emb)
+            sparse = emb.unsqueeze(0)  # (1, B, N, C)
+            has = has_mask_input.reshape(1, 1, 1, 1).to(emb.dtype)
+            dense = has * self.mask_embed(mask_input) + (1 - has) * self.no_mask_embed.weight.reshape(1, -1, 1, 1)
+            # -- mask decoder (transformers' SamMaskDecoder.forward, all mask tokens) --
+            _, num_channels, height, width = image_embeddings.shape
+            point_batch = sparse.shape[1]
+            first = 1 if self.sam2 else 0  # SAM 2 puts its object-score token first
+            output_tokens = torch.cat(([md.obj_score_token.weight] if self.sam2 else [])
+                                      + [md.iou_token.weight, md.mask_tokens.weight], dim=0)
+            output_tokens = output_tokens.unsqueeze(0).unsqueeze(0).expand(1, point_batch, -1, -1)
+            tokens = torch.cat((output_tokens, sparse), dim=2)
+            src = (image_embeddings + dense).expand(point_batch, -1, -1, -1)
+            pos = self.image_pe.expand(point_batch, -1, -1, -1)
+            point_embedding, src = md.transformer(point_embeddings=tokens, image_embeddings=src,
+                                                  image_positional_embeddings=pos,
+                                                  attention_similarity=None, target_embedding=None)
+            iou_token_out = point_embedding[:, :, first, :]
+            mask_tokens_out = point_embedding[:, :, first + 1:(first + 1 + md.num_mask_tokens), :]
+            src = src.transpose(2, 3).reshape(point_batch, num_channels, height, width)
+            if self.sam2:
+                up = md.upscale_conv1(src) + high_res_1.expand(point_batch, -1, -1, -1)
+                up = md.activation(md.upscale_layer_norm(up))
+                up = md.activation(md.upscale_conv2(up) + high_res_0.expand(point_batch, -1, -1, -1))
+            else:
+                up = md.upscale_conv1(src)
+                up = md.activation(md.upscale_layer_norm(up))
+                up = md.activation(md.upscale_conv2(up))
+            hyper_in = torch.stack([md.output_hypernetworks_mlps[i](mask_tokens_out[:, :, i, :])
+                                    for i in range(md.num_mask_tokens)], dim=2)
+            _, c, h, w = up.shape
+            up = up.reshape(1, point_batch, c, h * w)
+            masks = (hyper_in @ up).reshape(point_batch, -1, h, w)
+            iou = md.iou_prediction_head(iou_token_out)[0]
+            return masks, iou
+
+    return Decoder(model).eval()
+
+
+# -- cache key and folder ------------------------------------------------------------------
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    import anyseg
+
+    return {"anyseg": anyseg.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__}
+
+
+def _weights_identity(predictor: Any) -> dict[str, Any]:
+    folder = getattr(predictor, "folder", None)
+    if folder is not None and (Path(folder) / "config.json").is_file():
+        folder = Path(folder)
+        files = {}
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.suffix in (".safetensors", ".bin", ".pt", ".pth"):
+                st = f.stat()
+                files[f.name] = [st.st_size, st.st_mtime_ns]
+        return {"config": hashlib.sha256((folder / "config.json").read_bytes()).hexdigest(), "files": files}
+    # no folder: hash the parameters themselves (slower, but exact)
+    import torch
+
+    h = hashlib.sha256(predictor.model.config.to_json_string().encode())
+    with torch.no_grad():
+        for name, p in sorted(predictor.model.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+    return {"params": h.hexdigest()}
+
+
+def cache_key(predictor: Any, options: dict[str, Any]) -> str:
+    payload = {"model": predictor.name, "family": predictor.family, "frame": predictor.frame,
+               "weights": _weights_identity(predictor), "versions": _versions(), "format": EXPORT_FORMAT,
+               "options": options}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _writable(root: Path) -> bool:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def cache_root(predictor: Any) -> Path:
+    """``<weights folder>/.anyseg-onnx``, or ``~/.cache/anyseg/onnx`` when that is not writable."""
+    folder = getattr(predictor, "folder", None)
+    if folder is not None:
+        root = Path(folder) / ".anyseg-onnx"
+        if _writable(root):
+            return root
+    return Path(os.path.expanduser("~")) / ".cache" / "anyseg" / "onnx"
+
+
+# -- export --------------------------------------------------------------------------------
+def _options(quantize: bool, quantize_decoder: bool = False) -> dict[str, Any]:
+    opts: dict[str, Any] = {"opset": OPSET, "quantize": bool(quantize)}
+    if quantize:
+        opts.update(weight_type="QInt8", per_channel=True, op_types=list(INT8_OPS), decoder=bool(quantize_decoder))
+    return opts
+
+
+def _export_fp32(predictor: Any, out: Path) -> None:
+    import onnx
+    import torch
+
+    model = predictor.model
+    dev = next(model.parameters()).device
+    enc = _encoder_module(model)
+    dec = _decoder_module(model)
+    s = predictor.frame
+    pixel = torch.zeros(1, 3, s, s, device=dev)
+    sam2 = predictor.family in SAM2_FAMILIES
+    with torch.no_grad():
+        maps = enc(pixel)
+    maps = tuple(maps) if isinstance(maps, (list, tuple)) else (maps,)
+    low = int(maps[0].shape[-1]) * 4
+    dummy = (maps[0], torch.tensor([[[10.0, 20.0], [30.0, 40.0]], [[50.0, 60.0], [0.0, 0.0]]], device=dev),
+             torch.tensor([[1, 0], [1, -1]], dtype=torch.int64, device=dev),
+             torch.zeros(1, 1, low, low, device=dev), torch.zeros(1, device=dev), *maps[1:])
+    enc_out = ["image_embeddings"] + (["high_res_0", "high_res_1"] if sam2 else [])
+    with torch.no_grad():
+        torch.onnx.export(enc, (pixel,), str(out / "encoder.onnx"), dynamo=False, opset_version=OPSET,
+                          input_names=["pixel_values"], output_names=enc_out)
+        torch.onnx.export(dec, dummy, str(out / "decoder.onnx"), dynamo=False, opset_version=OPSET,
+                          input_names=["image_embeddings", "point_coords", "point_labels", "mask_input",
+                                       "has_mask_input"] + enc_out[1:],
+                          output_names=["masks", "iou_predictions"],
+                          dynamic_axes={"point_coords": {0: "batch", 1: "num_points"},
+                                        "point_labels": {0: "batch", 1: "num_points"},
+                                        "masks": {0: "batch"}, "iou_predictions": {0: "batch"}})
+    for name in ("encoder.onnx", "decoder.onnx"):
+        onnx.checker.check_model(str(out / name))  # path form: works for > 2 GB models too
+
+
+def _quantize(src: Path, out: Path, decoder: bool) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if not decoder:  # the decoder stays fp32: see OnnxRuntimePredictor
+        shutil.copyfile(src / "decoder.onnx", out / "decoder.onnx")
+    for name in ("encoder.onnx", "decoder.onnx") if decoder else ("encoder.onnx",):
+        quantize_dynamic(str(src / name), str(out / name), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=list(INT8_OPS))
+        onnx.checker.check_model(str(out / name))
+
+
+def export(predictor: Any, out_dir: str | os.PathLike | None = None, quantize: bool = False,
+           quantize_decoder: bool = False) -> Path:
+    """Export (or re-use) the encoder and decoder of ``predictor``; returns the artifact folder.
+
+    With ``out_dir`` the graphs are written there unconditionally; without it they go to the
+    cache folder keyed on the weights, versions and options, and are re-used when present.
+    """
+    family = getattr(predictor, "family", "")
+    if family not in SUPPORTED_FAMILIES:
+        raise ModelError(f"the ONNX runtime supports the {', '.join(SUPPORTED_FAMILIES)} family; "
+                         f"{getattr(predictor, 'name', predictor)!r} is {family!r} (use --runtime torch)")
+    options = _options(quantize, quantize_decoder)
+    if out_dir is not None:
+        target = Path(out_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        if quantize:
+            with tempfile.TemporaryDirectory() as tmp:
+                _run_export(predictor, Path(tmp), quantize=False)
+                _run_export_quant(Path(tmp), target, quantize_decoder)
+        else:
+            _run_export(predictor, target, quantize=False)
+        _write_manifest(target, predictor, options, cache_key(predictor, options))
+        return target
+    key = cache_key(predictor, options)
+    final = cache_root(predictor) / key
+    with _LOCK:
+        if (final / "manifest.json").is_file():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=final.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the cache is shared like the weights
+        try:
+            if quantize:
+                src = export(predictor, None, quantize=False)  # the cached fp32 graphs
+                _run_export_quant(src, tmp, quantize_decoder)
+            else:
+                _run_export(predictor, tmp, quantize=False)
+            _write_manifest(tmp, predictor, options, key)
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another process got there first
+                if not (final / "manifest.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _run_export(predictor: Any, out: Path, quantize: bool) -> None:
+    global EXPORT_COUNT
+    try:
+        _export_fp32(predictor, out)
+    except (ModelError, InputError):
+        raise
+    except Exception as exc:
+        raise ModelError(f"ONNX export of {predictor.name} failed: {type(exc).__name__}: {exc}") from exc
+    EXPORT_COUNT += 1
+
+
+def _run_export_quant(src: Path, out: Path, decoder: bool) -> None:
+    global EXPORT_COUNT
+    try:
+        _quantize(src, out, decoder)
+    except Exception as exc:
+        raise ModelError(f"int8 quantization of the ONNX graphs failed: {type(exc).__name__}: {exc}") from exc
+    EXPORT_COUNT += 1
+
+
+def _write_manifest(folder: Path, predictor: Any, options: dict[str, Any], key: str) -> None:
+    (folder / "manifest.json").write_text(json.dumps(
+        {"key": key, "model": predictor.name, "family": predictor.family, "frame": predictor.frame,
+         "options": options, "versions": _versions(), "format": EXPORT_FORMAT}, indent=1))
+
+
+def _np(t: Any) -> np.ndarray:
+    t = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+    return np.ascontiguousarray(t, dtype=np.float32)
+
+
+# -- the predictor ---------------------------------------------------------------------------
+class OnnxRuntimePredictor(Predictor):
+    """A :class:`~anyseg.models.sam.SamFamilyPredictor` whose two networks run in onnxruntime.
+
+    ``onnx-int8`` quantizes the image encoder's MatMul / Gemm weights (dynamic int8,
+    per-channel) and keeps the prompt decoder in fp32 unless ``quantize_decoder``: on ViT-B
+    the int8 decoder saved ~7 ms of ~37 ms per click but its logit error was of the order of
+    the (random-weight) logits themselves, while the int8 encoder is ~2x faster.
+    """
+
+    def __init__(self, predictor: Any, runtime: str = "onnx", intra_op_num_threads: int | None = None,
+                 providers: list[str] | None = None, artifacts: str | os.PathLike | None = None,
+                 spinning: bool = False, quantize_decoder: bool = False):
+        if runtime not in ("onnx", "onnx-int8"):
+            raise InputError(f"unknown ONNX runtime {runtime!r}: expected 'onnx' or 'onnx-int8'")
+        self.base = predictor
+        self.runtime = runtime
+        self.name = predictor.name
+        self.family = predictor.family
+        self.spec = getattr(predictor, "spec", None)
+        self.frame = predictor.frame
+        self.folder = predictor.folder
+        self.device = "cpu"
+        exports_before = EXPORT_COUNT
+        self.artifacts = Path(artifacts) if artifacts is not None else export(
+            predictor, quantize=runtime == "onnx-int8", quantize_decoder=quantize_decoder)
+        self.exported = EXPORT_COUNT != exports_before
+        self.intra_op_num_threads = intra_op_num_threads
+        # onnxruntime's idle worker threads busy-wait by default, stealing the cores torch (or a
+        # second session) runs on between calls; off unless asked for
+        self.spinning = spinning
+        self.providers = providers or ["CPUExecutionProvider"]
+        self._encoder = self._session("encoder.onnx")
+        self._decoder = self._session("decoder.onnx")
+        self._id = f"{predictor.model_id}:{runtime}"
+
+    def _session(self, name: str) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.intra_op_num_threads:
+            so.intra_op_num_threads = int(self.intra_op_num_threads)
+        if not self.spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(str(self.artifacts / name), sess_options=so, providers=self.providers)
+        except Exception as exc:
+            raise ModelError(f"onnxruntime cannot load {self.artifacts / name}: {type(exc).__name__}: {exc}") from exc
+
+    @property
+    def model_id(self) -> str:
+        return self._id
+
+    @property
+    def num_parameters(self) -> int:
+        return self.base.num_parameters
+
+    # -- delegated to the torch predictor (same geometry, prompt mapping, postprocessing) ----
+    def geometry(self, original_size: tuple[int, int]) -> Any:
+        return self.base.geometry(original_size)
+
+    def preprocess(self, image: np.ndarray) -> tuple[Any, Any]:
+        return self.base.preprocess(image)
+
+    def postprocess(self, low_res_logits: Any, geo: Any) -> np.ndarray:
+        return self.base.postprocess(low_res_logits, geo)
+
+    def upscale_logits(self, low_res_logits: Any, geo: Any) -> Any:
+        return self.base.upscale_logits(low_res_logits, geo)
+
+    # -- networks -----------------------------------------------------------------------------
+    def encode(self, pixel_values: Any) -> list[np.ndarray]:
+        """Encoder outputs: ``[image_embeddings]`` (SAM) or ``[image_embeddings, high_res_0, high_res_1]`` (SAM 2)."""
+        x = np.ascontiguousarray(np.asarray(pixel_values, dtype=np.float32))
+        return self._encoder.run(None, {"pixel_values": x})
+
+    def decode(self, image_embeddings: Any, coords: np.ndarray, labels: np.ndarray,
+               mask_input: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Run the decoder graph: ``(B, N, 2)`` model coordinates, ``(B, N)`` labels -> all masks, scores.
+
+        ``image_embeddings`` is ``Embedding.features["image_embeddings"]``: a tensor (SAM) or
+        SAM 2's list ``[high_res_0, high_res_1, image_embeddings]``.
+        """
+        extra: dict[str, np.ndarray] = {}
+        if isinstance(image_embeddings, (list, tuple)):
+            s0, s1, image_embeddings = (_np(t) for t in image_embeddings)
+            extra = {"high_res_0": s0, "high_res_1": s1}
+        emb = _np(image_embeddings)
+        low = int(emb.shape[-1]) * 4
+        has = mask_input is not None
+        mask = (np.asarray(mask_input, dtype=np.float32).reshape(1, 1, low, low) if has
+                else np.zeros((1, 1, low, low), dtype=np.float32))
+        masks, iou = self._decoder.run(None, {
+            "image_embeddings": emb,
+            "point_coords": np.ascontiguousarray(coords, dtype=np.float32),
+            "point_labels": np.ascontiguousarray(labels, dtype=np.int64),
+            "mask_input": mask,
+            "has_mask_input": np.array([1.0 if has else 0.0], dtype=np.float32),
+            **extra,
+        })
+        return masks, iou
+
+    # -- Predictor API ------------------------------------------------------------------------
+    def embed(self, image: np.ndarray) -> Embedding:
+        import torch
+
+        image = check_image(image)
+        pixel_values, geo = self.preprocess(image)
+        maps = [torch.from_numpy(m) for m in self.encode(pixel_values.numpy())]
+        emb: Any = [maps[1], maps[2], maps[0]] if len(maps) == 3 else maps[0]  # the torch predictor's layout
+        return Embedding(self.model_id, geo.original_size, geo.input_size, {"image_embeddings": emb},
+                         image_hash(image))
+
+    def predict(self, embedding: Embedding, prompt: Prompt, multimask: bool = False) -> Masks:
+        return self.predict_batch(embedding, [prompt], multimask=multimask)[0]
+
+    def predict_batch(self, embedding: Embedding, prompts: list[Prompt], multimask: bool = False) -> list[Masks]:
+        check_embedding(self, embedding)
+        geo = self.geometry(embedding.original_size)
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(prompts):
+            p.check_within(embedding.original_size)
+            if p.points is None and p.box is None and p.mask_logits is None and p.mask is None:
+                raise PromptError(f"{self.name} needs a point, box or mask prompt (text prompts need a text backend)")
+            has_mask = p.mask_logits is not None or p.mask is not None
+            key = ("single", i) if has_mask else (len(p.points) if p.points is not None else 0, p.box is not None)
+            groups.setdefault(key, []).append(i)
+        results: list[Masks | None] = [None] * len(prompts)
+        for idx in groups.values():
+            for i, m in zip(idx, self._decode(embedding, geo, [prompts[i] for i in idx], multimask)):
+                results[i] = m
+        return results  # type: ignore[return-value]
+
+    def _prompt_points(self, geo: Any, p: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        """One prompt as transformers' prompt encoder sees it: points, then box corners or a pad point."""
+        coords, labels = [], []
+        if p.points is not None:
+            coords.append(geo.to_model(p.points))
+            labels.append(p.labels.astype(np.int64))
+        if p.box is not None:
+            coords.append(geo.to_model(p.box.reshape(2, 2)))
+            labels.append(np.array([2, 3], dtype=np.int64))
+        elif p.points is not None:
+            coords.append(np.zeros((1, 2)))
+            labels.append(np.array([-1], dtype=np.int64))
+        if p.box is not None and self.family in SAM2_FAMILIES:  # SAM 2 pads the box corners with a point
+            coords.append(np.zeros((1, 2)))
+            labels.append(np.array([-1], dtype=np.int64))
+        if not coords:  # mask only: SAM adds no sparse token (N = 0 is a valid size), SAM 2 one padding point
+            if self.family in SAM2_FAMILIES:  # transformers adds a (0, 0) / -1 point, then pads it like points
+                return np.zeros((2, 2), dtype=np.float32), np.array([-1, -1], dtype=np.int64)
+            return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        return np.concatenate(coords).astype(np.float32), np.concatenate(labels)
+
+    def _decode(self, embedding: Embedding, geo: Any, prompts: list[Prompt], multimask: bool) -> list[Masks]:
+        import torch
+
+        pts = [self._prompt_points(geo, p) for p in prompts]
+        coords = np.stack([c for c, _ in pts])
+        labels = np.stack([lab for _, lab in pts])
+        emb = embedding.features["image_embeddings"]
+        mask_input = None
+        first = prompts[0]
+        if first.mask_logits is not None or first.mask is not None:
+            mask_input = self.base._mask_input(geo, first, self.base._low_res_size(embedding))
+        all_masks, all_scores = self.decode(emb, coords, labels, mask_input)
+        logits_all, scores_all = self._select(all_masks, all_scores, multimask)
+        results = []
+        for j in range(len(prompts)):
+            scores = scores_all[j]
+            order = np.argsort(-scores, kind="stable") if multimask else np.arange(1)
+            lr = torch.from_numpy(np.ascontiguousarray(logits_all[j][order]))
+            results.append(Masks(masks=self.postprocess(lr, geo), scores=scores[order], logits=lr.numpy()))
+        return results
+
+    def decode_points(self, embedding: Embedding, points_xy: np.ndarray, multimask: bool = True,
+                      mask_inputs: Any | None = None) -> tuple[Any, Any]:
+        """As :meth:`SamFamilyPredictor.decode_points` (one positive click per row), without mask inputs."""
+        import torch
+
+        if mask_inputs is not None:
+            raise InputError("the ONNX runtime decodes point grids without mask inputs; use --runtime torch")
+        check_embedding(self, embedding)
+        geo = self.geometry(embedding.original_size)
+        pts = geo.to_model(np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)).astype(np.float32)
+        b = len(pts)
+        coords = np.concatenate([pts[:, None], np.zeros((b, 1, 2), np.float32)], axis=1)
+        labels = np.tile(np.array([[1, -1]], dtype=np.int64), (b, 1))
+        masks, iou = self.decode(embedding.features["image_embeddings"], coords, labels)
+        masks, iou = self._select(masks, iou, multimask)
+        return torch.from_numpy(np.ascontiguousarray(masks)), torch.from_numpy(np.ascontiguousarray(iou))
+
+    def _select(self, masks: np.ndarray, iou: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The decoder's output selection: tokens 1-3, token 0, or SAM 2's stability fallback."""
+        if multimask:
+            return masks[:, 1:], iou[:, 1:]
+        cfg = getattr(self.base.model.mask_decoder, "dynamic_multimask_via_stability", False)
+        if not cfg:
+            return masks[:, :1], iou[:, :1]
+        md = self.base.model.mask_decoder
+        single, single_iou = masks[:, :1], iou[:, :1]
+        best = np.argmax(iou[:, 1:], axis=1) + 1  # (B,)
+        rows = np.arange(len(best))
+        flat = single.reshape(len(single), -1)
+        area_i = (flat > md.dynamic_multimask_stability_delta).sum(-1).astype(np.float32)
+        area_u = (flat > -md.dynamic_multimask_stability_delta).sum(-1).astype(np.float32)
+        stab = np.where(area_u > 0, area_i / np.maximum(area_u, 1), 1.0)
+        stable = stab >= md.dynamic_multimask_stability_thresh
+        out_m = np.where(stable[:, None, None, None], single, masks[rows, best][:, None])
+        out_s = np.where(stable[:, None], single_iou, iou[rows, best][:, None])
+        return out_m, out_s
+
+
+def load_runtime(predictor: Predictor, runtime: str, intra_op_num_threads: int | None = None,
+                 quantize_decoder: bool = False) -> Predictor:
+    """``predictor`` itself for ``"torch"``, else an :class:`OnnxRuntimePredictor` over it."""
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        return predictor
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ModelError(f"runtime {runtime!r} needs onnx and onnxruntime ({exc}); install them or use --runtime torch") from exc
+    return OnnxRuntimePredictor(predictor, runtime=runtime, intra_op_num_threads=intra_op_num_threads,
+                                quantize_decoder=quantize_decoder)
