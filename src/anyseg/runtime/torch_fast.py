@@ -1,0 +1,176 @@
+"""Torch-side fast paths for :class:`~anyseg.models.sam.SamFamilyPredictor`.
+
+    from anyseg.runtime.torch_fast import apply_runtime
+    fast = apply_runtime(predictor, "torch-bf16")   # a new predictor; ``predictor`` is unchanged
+    emb = fast.embed(image); masks = fast.predict(emb, prompt)
+
+Runtimes (:data:`RUNTIMES`):
+
+* ``torch``: the predictor's fp32 path, plus two decoder fast paths for ``predict_batch``
+  that give the same numbers: prompts go to the decoder in chunks of ``decode_chunk``
+  (:data:`DEFAULT_DECODE_CHUNK`) rather than all at once, and, for prompts without mask
+  inputs, the first two-way block's image-side projections run once per chunk instead of
+  once per prompt (identical rows; the trick :meth:`SamFamilyPredictor.decode_points` uses).
+* ``torch-bf16``: the image encoder under ``torch.autocast("cpu", dtype=torch.bfloat16)``,
+  its outputs cast back to float32; the decoder stays fp32 (a click is ~50 ms of mostly
+  small ops and upsampling, where bf16 has little to win and parity to lose). Embeddings get a distinct ``model_id``
+  (``...@bf16``) so that caches never mix them with fp32 ones.
+* ``torch-compile``: the image encoder wrapped in ``torch.compile`` (inductor with
+  ``freezing``: weights are folded into the compiled graph as constants, so later in-place
+  weight changes are not seen; compiled on the first call, ~25-50 s on 2 cores, once since
+  the frame is fixed). If compiling fails the predictor warns once and runs eager.
+
+The shared model's weights are never modified, and ``SamFamilyPredictor``'s own defaults
+are untouched: only the returned predictor behaves differently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+from anyseg.errors import InputError
+from anyseg.models.sam import _SHARED_ROWS, SamFamilyPredictor
+from anyseg.types import Embedding
+
+__all__ = ["RUNTIMES", "apply_runtime", "cpu_bf16_support", "TorchFastPredictor"]
+
+RUNTIMES = ("torch", "torch-bf16", "torch-compile")
+#: prompts per decoder call in ``predict_batch``: the decoder repeats the image embedding (and
+#: SAM 2's high-resolution features) once per prompt, so 64 prompts in one call move ~GBs
+#: through memory; chunks of a few run ~2x faster on CPU and bound the peak RSS.
+DEFAULT_DECODE_CHUNK = 4
+
+
+def cpu_bf16_support() -> dict[str, Any]:
+    """Whether this CPU does bf16 natively: cpuinfo flags (avx512_bf16, amx_bf16) and oneDNN's view."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags}
+    try:
+        import torch
+
+        info["mkldnn_available"] = bool(torch.backends.mkldnn.is_available())
+        info["mkldnn_bf16_supported"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    info["native"] = bool(info["avx512_bf16"] or info["amx_bf16"])
+    return info
+
+
+class _Encoder:
+    """Calls ``model.get_image_embeddings`` through the runtime's wrapper (autocast / compile)."""
+
+    def __init__(self, model: Any, runtime: str) -> None:
+        self.model = model
+        self.runtime = runtime
+        self.compiled: Callable[..., Any] | None = None
+        self.compile_failed: str | None = None
+        if runtime == "torch-compile":
+            import torch
+
+            try:
+                self.compiled = torch.compile(model.get_image_embeddings, dynamic=False, options={"freezing": True})
+            except Exception as exc:  # noqa: BLE001 - e.g. no compiler available on this platform
+                self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.compiled = None
+        self.compile_failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        warnings.warn(f"torch.compile of the image encoder failed, running eager ({self.compile_failed})",
+                      RuntimeWarning, stacklevel=3)
+
+    def __call__(self, pixel_values: Any) -> Any:
+        import torch
+
+        if self.runtime == "torch-bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = self.model.get_image_embeddings(pixel_values)
+            return _to_float32(out)
+        if self.compiled is not None:
+            try:
+                return self.compiled(pixel_values)
+            except Exception as exc:  # noqa: BLE001 - inductor errors surface on the first call
+                self._fail(exc)
+        return self.model.get_image_embeddings(pixel_values)
+
+
+def _to_float32(x: Any) -> Any:
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_float32(t) for t in x)
+    return x.float() if hasattr(x, "float") and x.is_floating_point() else x
+
+
+class TorchFastPredictor(SamFamilyPredictor):
+    """A :class:`SamFamilyPredictor` sharing another's model, with a torch runtime applied."""
+
+    runtime: str = "torch"
+    decode_chunk: int = DEFAULT_DECODE_CHUNK
+    _encoder: _Encoder
+
+    def embed(self, image: Any) -> Embedding:
+        import torch
+
+        from anyseg.io.images import image_hash
+        from anyseg.models.base import check_image
+
+        image = check_image(image)
+        pixel_values, geo = self.preprocess(image)
+        with torch.inference_mode():
+            out = self._encoder(pixel_values.to(self.device))
+        if self.family == "sam_hq":
+            emb, inter = out
+            features: Any = {"image_embeddings": emb, "intermediate_embeddings": list(inter)}
+        else:
+            features = {"image_embeddings": out}
+        return Embedding(self.model_id, geo.original_size, geo.input_size, features, image_hash(image))
+
+    def _decode(self, embedding: Embedding, geo: Any, prompts: list, multimask: bool) -> list:
+        first = prompts[0]
+        shared = first.mask_logits is None and first.mask is None
+        token = _SHARED_ROWS.set(shared)  # prompts without mask inputs: identical image-side rows
+        try:
+            out: list = []
+            step = max(1, int(self.decode_chunk))
+            for i in range(0, len(prompts), step):  # small chunks: the per-prompt image-sized tensors stay in cache
+                out += super()._decode(embedding, geo, prompts[i:i + step], multimask)
+            return out
+        finally:
+            _SHARED_ROWS.reset(token)
+
+    @property
+    def compile_failed(self) -> str | None:
+        """Why ``torch-compile`` fell back to eager (``None`` while it has not)."""
+        return self._encoder.compile_failed
+
+
+def apply_runtime(predictor: SamFamilyPredictor, runtime: str,
+                  decode_chunk: int = DEFAULT_DECODE_CHUNK) -> TorchFastPredictor:
+    """A new predictor running ``predictor``'s model with ``runtime`` (one of :data:`RUNTIMES`).
+
+    ``decode_chunk``: prompts per decoder call in ``predict_batch`` (same results, less memory).
+    The model (weights) is shared, not copied; ``predictor`` itself is not changed.
+    Raises :class:`~anyseg.errors.InputError` for an unknown runtime.
+    """
+    if int(decode_chunk) < 1:
+        raise InputError(f"decode_chunk must be >= 1; got {decode_chunk}")
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown torch runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    if not isinstance(predictor, SamFamilyPredictor):
+        raise InputError(f"apply_runtime needs a SAM-family predictor; got {type(predictor).__name__}")
+    fast = TorchFastPredictor(predictor.spec, predictor.model, folder=predictor.folder, device=predictor.device,
+                              mean=predictor.mean, std=predictor.std)
+    fast.runtime = runtime
+    fast.decode_chunk = int(decode_chunk)
+    fast._encoder = _Encoder(predictor.model, runtime)
+    base_id = predictor.model_id
+    fast._id = f"{base_id}@bf16" if runtime == "torch-bf16" else base_id
+    return fast
