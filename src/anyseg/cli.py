@@ -76,6 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-pixels", type=int, default=None, metavar="N",
                      help="refuse larger images (default 40000000, or $ANYSEG_MAX_PIXELS)")
     seg.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
+    seg.add_argument("--runtime", default="torch",
+                     choices=["torch", "torch-bf16", "torch-compile", "onnx", "onnx-int8"],
+                     help="SAM-family inference runtime (see docs/BENCHMARKS.md; onnx exports are cached by the weights)")
 
     ev = sub.add_parser("everything", help="segment everything: automatic mask generation (SAM / SAM 2 semantics)")
     ev.add_argument("image", help="image file")
@@ -101,6 +104,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="also print the run's JSON record to stdout")
     ev.add_argument("--max-pixels", type=int, default=None, metavar="N")
     ev.add_argument("--device", default=None)
+    ev.add_argument("--runtime", default="torch", choices=["torch", "torch-bf16", "torch-compile", "onnx", "onnx-int8"])
 
     _add_text_parsers(sub)
     _add_track_parser(sub)
@@ -417,7 +421,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         mask=mask,
     )
     prompt.check_within(image.shape[:2])
-    predictor = load_model(args.model, weights=args.weights, device=args.device)
+    from anyseg.runtime import with_runtime
+
+    predictor = with_runtime(load_model(args.model, weights=args.weights, device=args.device), args.runtime)
     result = segment(predictor, image, prompt, multimask=args.multimask)
     record, json_path = write_results(result, image, out_dir, Path(args.image).stem, image_path=str(args.image))
     if args.json:
@@ -451,7 +457,9 @@ def _cmd_everything(args: argparse.Namespace) -> int:
 
         classes = parse_classes(args.classes, "--classes")
     image = load_image(args.image, max_pixels=args.max_pixels)
-    predictor = load_model(args.model, weights=args.weights, device=args.device)
+    from anyseg.runtime import with_runtime
+
+    predictor = with_runtime(load_model(args.model, weights=args.weights, device=args.device), args.runtime)
     family = predictor.family if predictor.family != "classical" else "sam"
     params = EverythingParams.for_family(family, **overrides)  # validates before any work
     if args.label_with is not None:
