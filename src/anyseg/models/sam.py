@@ -126,6 +126,20 @@ def _share_first_layer_projections(model: Any) -> bool:
     return True
 
 
+def group_prompts(prompts: list[Prompt], original_size: tuple[int, int], name: str) -> list[list[int]]:
+    """Indices of ``prompts`` that can share one decoder call (same number of clicks, box or
+    not; a prompt with a mask input goes alone), each prompt checked against the image."""
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(prompts):
+        p.check_within(original_size)
+        if p.points is None and p.box is None and p.mask_logits is None and p.mask is None:
+            raise PromptError(f"{name} needs a point, box or mask prompt (text prompts need a text backend)")
+        has_mask = p.mask_logits is not None or p.mask is not None
+        key = ("single", i) if has_mask else (len(p.points) if p.points is not None else 0, p.box is not None)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
 def _model_type(folder: Path) -> str | None:
     try:
         return json.loads((Path(folder) / "config.json").read_text()).get("model_type")
@@ -249,16 +263,8 @@ class SamFamilyPredictor(Predictor):
         """Decode several prompts; prompts with the same structure share one decoder call."""
         check_embedding(self, embedding)
         geo = self.geometry(embedding.original_size)
-        groups: dict[tuple, list[int]] = {}
-        for i, p in enumerate(prompts):
-            p.check_within(embedding.original_size)
-            if p.points is None and p.box is None and p.mask_logits is None and p.mask is None:
-                raise PromptError(f"{self.name} needs a point, box or mask prompt (text prompts need a text backend)")
-            has_mask = p.mask_logits is not None or p.mask is not None
-            key = ("single", i) if has_mask else (len(p.points) if p.points is not None else 0, p.box is not None)
-            groups.setdefault(key, []).append(i)
         results: list[Masks | None] = [None] * len(prompts)
-        for idx in groups.values():
+        for idx in group_prompts(prompts, embedding.original_size, self.name):
             for i, m in zip(idx, self._decode(embedding, geo, [prompts[i] for i in idx], multimask)):
                 results[i] = m
         return results  # type: ignore[return-value]

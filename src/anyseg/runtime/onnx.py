@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from anyseg.errors import InputError, ModelError, PromptError
+from anyseg.errors import InputError, ModelError
 from anyseg.io.images import image_hash
 from anyseg.models.base import Predictor, check_embedding, check_image
+from anyseg.models.sam import group_prompts
 from anyseg.types import Embedding, Masks, Prompt
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
@@ -474,16 +475,8 @@ class OnnxRuntimePredictor(Predictor):
     def predict_batch(self, embedding: Embedding, prompts: list[Prompt], multimask: bool = False) -> list[Masks]:
         check_embedding(self, embedding)
         geo = self.geometry(embedding.original_size)
-        groups: dict[tuple, list[int]] = {}
-        for i, p in enumerate(prompts):
-            p.check_within(embedding.original_size)
-            if p.points is None and p.box is None and p.mask_logits is None and p.mask is None:
-                raise PromptError(f"{self.name} needs a point, box or mask prompt (text prompts need a text backend)")
-            has_mask = p.mask_logits is not None or p.mask is not None
-            key = ("single", i) if has_mask else (len(p.points) if p.points is not None else 0, p.box is not None)
-            groups.setdefault(key, []).append(i)
         results: list[Masks | None] = [None] * len(prompts)
-        for idx in groups.values():
+        for idx in group_prompts(prompts, embedding.original_size, self.name):
             for i, m in zip(idx, self._decode(embedding, geo, [prompts[i] for i in idx], multimask)):
                 results[i] = m
         return results  # type: ignore[return-value]
