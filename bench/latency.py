@@ -47,18 +47,10 @@ SIZE = (480, 640)
 
 
 def build(arch: str, folder: Path) -> Path:
-    import torch
-    import transformers
+    """The real-size architecture with random weights (seed 0), saved like a hub checkpoint."""
+    from bench.promptable_latency import build as build_random
 
-    torch.manual_seed(0)
-    if arch == "sam-vit-base":
-        model = transformers.SamModel(transformers.SamConfig())
-    elif arch == "sam2.1-hiera-tiny":
-        model = transformers.Sam2Model(transformers.Sam2Config())
-    else:
-        raise SystemExit(f"unknown --model {arch!r}: expected sam-vit-base or sam2.1-hiera-tiny")
-    model.eval().save_pretrained(str(folder))
-    return folder
+    return build_random(arch, folder)
 
 
 class Runner:

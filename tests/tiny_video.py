@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tiny_models import _hiera_vision
+
 SAM2_FRAME = 128
 SAM2_HIDDEN = 128
 SAM3_FRAME = 84
@@ -71,18 +73,8 @@ def _save_preprocessor(folder: Path, mean, std, size: int) -> Path:
 def sam2_video_config():
     from transformers import Sam2VideoConfig
 
-    s, s4 = SAM2_FRAME, SAM2_FRAME // 4
-    vision = dict(
-        backbone_config=dict(
-            model_type="sam2_hiera_det_model", hidden_size=16, num_attention_heads=1, image_size=[s, s],
-            blocks_per_stage=[1, 2, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
-            num_attention_heads_per_stage=[1, 1, 2, 2], window_size_per_stage=[4, 4, 4, 4],
-            global_attention_blocks=[4], window_positional_embedding_background_size=[4, 4],
-        ),
-        backbone_channel_list=[128, 64, 32, 16],
-        backbone_feature_sizes=[[s4, s4], [s4 // 2, s4 // 2], [s4 // 4, s4 // 4]],
-        fpn_hidden_size=SAM2_HIDDEN,
-    )
+    s = SAM2_FRAME
+    vision = {**_hiera_vision(s), "fpn_hidden_size": SAM2_HIDDEN}
     return Sam2VideoConfig(vision_config=vision, image_size=s, initializer_range=INIT_RANGE,
                            **_heads(SAM2_HIDDEN, s, 16), **_memory(SAM2_HIDDEN, s // 16))
 

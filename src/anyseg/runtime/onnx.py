@@ -37,7 +37,7 @@ import numpy as np
 from anyseg.errors import InputError, ModelError
 from anyseg.io.images import image_hash
 from anyseg.models.base import Predictor, check_embedding, check_image
-from anyseg.models.sam import group_prompts
+from anyseg.models.sam import SamFamilyPredictor
 from anyseg.types import Embedding, Masks, Prompt
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
@@ -469,17 +469,9 @@ class OnnxRuntimePredictor(Predictor):
         return Embedding(self.model_id, geo.original_size, geo.input_size, {"image_embeddings": emb},
                          image_hash(image))
 
-    def predict(self, embedding: Embedding, prompt: Prompt, multimask: bool = False) -> Masks:
-        return self.predict_batch(embedding, [prompt], multimask=multimask)[0]
-
-    def predict_batch(self, embedding: Embedding, prompts: list[Prompt], multimask: bool = False) -> list[Masks]:
-        check_embedding(self, embedding)
-        geo = self.geometry(embedding.original_size)
-        results: list[Masks | None] = [None] * len(prompts)
-        for idx in group_prompts(prompts, embedding.original_size, self.name):
-            for i, m in zip(idx, self._decode(embedding, geo, [prompts[i] for i in idx], multimask)):
-                results[i] = m
-        return results  # type: ignore[return-value]
+    # the torch predictor's prompt grouping and dispatch, over this class's own ``_decode``
+    predict = SamFamilyPredictor.predict
+    predict_batch = SamFamilyPredictor.predict_batch
 
     def _prompt_points(self, geo: Any, p: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """One prompt as transformers' prompt encoder sees it: points, then box corners or a pad point."""
