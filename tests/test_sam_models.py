@@ -40,11 +40,11 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 class _Spy:
-    """Records the keyword arguments the transformers model receives."""
+    """Records the keyword arguments the model's prompt encoder receives (both decoder paths call it)."""
 
     def __init__(self, model):
-        self.model, self.calls = model, []
-        self._forward = model.forward
+        self.model, self.calls = model.prompt_encoder, []
+        self._forward = self.model.forward
 
     def __enter__(self):
         def forward(*args, **kwargs):
@@ -325,6 +325,7 @@ def test_shared_first_layer_projections_change_nothing(predictors, family, monke
     import anyseg.models.sam as sam_mod
 
     p = predictors[family]
+    monkeypatch.setattr(p, "fast_decoder", False)  # the model's forward (SAM-HQ, mask inputs) uses them
     block = p.model.mask_decoder.transformer.layers[0]
     assert isinstance(block.cross_attn_token_to_image.k_proj, sam_mod._SharedRowsLinear)
     assert "mask_decoder.transformer.layers.0.cross_attn_token_to_image.k_proj.weight" in p.model.state_dict()

@@ -185,6 +185,43 @@ class SamFamilyPredictor(Predictor):
         self.frame = int(model.config.prompt_encoder_config.image_size)
         _share_first_layer_projections(model)
         self._id = f"{spec.name}:{folder}" if folder else spec.name
+        self._fast: Any = None
+
+    #: decode point / box prompts without a mask input through :class:`~anyseg.models.sam_decoder.FastMaskDecoder`
+    #: (same numbers as transformers' decoder up to float rounding; set False to call the model's forward)
+    fast_decoder: bool = True
+    #: ``torch.autocast`` dtype for the fast decoder (``None``: fp32); the ``torch-bf16`` runtime sets bf16
+    decoder_autocast: Any = None
+    #: prompts per fast-decoder pass: image-sized intermediates per prompt stay in cache
+    fast_decoder_chunk: int = 1
+
+    def _fast_decoder(self) -> Any:
+        """The predictor's :class:`FastMaskDecoder`, or ``None`` where the model's forward must run."""
+        if not self.fast_decoder:
+            return None
+        if self._fast is None:
+            from anyseg.models.sam_decoder import FastMaskDecoder, supports_fast_decoder
+
+            self._fast = FastMaskDecoder(self.model) if supports_fast_decoder(self.model, self.family) else False
+        return self._fast or None
+
+    def _run_fast(self, fast: Any, image_embeddings: Any, prompt_kwargs: dict[str, Any], multimask: bool) -> tuple[Any, Any]:
+        """Prompt encoder + :class:`FastMaskDecoder` in chunks: ``(logits (B, M, h, w), scores (B, M))``."""
+        import torch
+
+        sparse, _ = self.model.prompt_encoder(input_points=prompt_kwargs.get("input_points"),
+                                              input_labels=prompt_kwargs.get("input_labels"),
+                                              input_boxes=prompt_kwargs.get("input_boxes"), input_masks=None)
+        sparse = sparse[0]
+        step = max(1, int(self.fast_decoder_chunk))
+        dev = torch.device(self.device).type
+        logits, scores = [], []
+        with torch.autocast(dev, dtype=self.decoder_autocast, enabled=self.decoder_autocast is not None):
+            for i in range(0, sparse.shape[0], step):
+                m, s = fast(image_embeddings, sparse[i:i + step], multimask)
+                logits.append(m.float())
+                scores.append(s.float())
+        return torch.cat(logits), torch.cat(scores)
 
     @property
     def model_id(self) -> str:
@@ -306,15 +343,20 @@ class SamFamilyPredictor(Predictor):
             m = self._mask_input(geo, first, low_res)
             kwargs["input_masks"] = torch.tensor(m, device=self.device)[None, None]
         feats = embedding.features
+        fast = self._fast_decoder() if "input_masks" not in kwargs else None
         with torch.inference_mode():
-            out = self.model(
-                image_embeddings=feats["image_embeddings"],
-                multimask_output=multimask,
-                **({"intermediate_embeddings": feats["intermediate_embeddings"]} if self.family == "sam_hq" else {}),
-                **kwargs,
-            )
-        logits = out.pred_masks[0].float().cpu()  # (n, M, h, w)
-        scores = out.iou_scores[0].float().cpu().numpy()  # (n, M)
+            if fast is not None:
+                lg, sc = self._run_fast(fast, feats["image_embeddings"], kwargs, multimask)
+            else:
+                out = self.model(
+                    image_embeddings=feats["image_embeddings"],
+                    multimask_output=multimask,
+                    **({"intermediate_embeddings": feats["intermediate_embeddings"]} if self.family == "sam_hq" else {}),
+                    **kwargs,
+                )
+                lg, sc = out.pred_masks[0], out.iou_scores[0]
+        logits = lg.float().cpu()  # (n, M, h, w)
+        scores = sc.float().cpu().numpy()  # (n, M)
         results = []
         for j in range(n):
             order = np.argsort(-scores[j], kind="stable") if multimask else np.arange(scores.shape[1])
@@ -394,6 +436,10 @@ class SamFamilyPredictor(Predictor):
             kwargs["input_points"] = coords[:, None, None, :]
             kwargs["input_labels"] = torch.ones((b, 1, 1), dtype=torch.long, device=self.device)
             kwargs["input_masks"] = masks[:, None]
+        fast = self._fast_decoder() if mask_inputs is None else None
+        if fast is not None:
+            with torch.inference_mode():
+                return self._run_fast(fast, emb, kwargs, multimask)
         token = _SHARED_ROWS.set(mask_inputs is None)  # one image, many clicks: identical image rows
         try:
             with torch.inference_mode():

@@ -1,0 +1,313 @@
+"""A CPU-friendly schedule of the SAM / SAM 2 mask decoder: transformers' weights and math.
+
+transformers' ``SamMaskDecoder`` / ``Sam2MaskDecoder`` recompute everything from the image
+embedding on every click. On a CPU a click then costs ~60 ms, most of it not in the network's
+arithmetic: adds and layout copies of 4096 x 256 image-token tensors, SDPA's flash kernel
+called on 4096-by-7 attentions it is not built for, transposed convolutions and channel-first
+LayerNorms that permute their inputs. :class:`FastMaskDecoder` runs the same layers with the
+same weights in another order:
+
+* **per image, once** (kept for the last few embeddings, keyed by the embedding tensor): the
+  dense positional encoding (constant), ``src`` = embedding + the no-mask dense prompt, and the
+  first two-way block's image-side projections, which read only ``src``: keys and values of
+  the token-to-image attention and queries of the image-to-token attention, already split into
+  heads; SAM 2's high-resolution features in the layout the upscaling adds them in;
+* **per click**: attentions between the few prompt tokens and the 4096 image tokens as two
+  small matmuls and a softmax; the transposed convolutions as GEMMs in channels-last layout
+  (a 2x2 stride-2 transposed convolution is a per-pixel linear map to 2 x 2 x C' values);
+  LayerNorm2d as ``layer_norm`` over the last axis; only the mask tokens that are returned go
+  through the final product with the upscaled embedding.
+
+Masks and scores equal transformers' decoder up to float rounding (tested against the
+model's own forward for SAM, SAM 2 and the SAM 3 tracker on tiny random checkpoints;
+``python -m bench.latency`` reports IoU and score differences on the real-size
+architectures). Used by :class:`~anyseg.models.sam.SamFamilyPredictor` for point and box
+prompts without a mask input; mask inputs, SAM-HQ and unknown decoders take transformers'
+forward.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["FastMaskDecoder", "supports_fast_decoder"]
+
+#: embeddings whose per-image decoder state is kept (a UI alternates between a few images)
+CACHE_IMAGES = 4
+
+
+def supports_fast_decoder(model: Any, family: str) -> bool:
+    """Whether ``model``'s mask decoder has the SAM / SAM 2 layout this schedule reproduces."""
+    if family not in ("sam", "sam2", "sam3_tracker", "edgetam"):
+        return False
+    dec = getattr(model, "mask_decoder", None)
+    tr = getattr(dec, "transformer", None)
+    need = ("iou_token", "mask_tokens", "upscale_conv1", "upscale_conv2", "upscale_layer_norm",
+            "output_hypernetworks_mlps", "iou_prediction_head")
+    if dec is None or tr is None or not all(hasattr(dec, n) for n in need):
+        return False
+    if not hasattr(model, "get_image_wide_positional_embeddings") or not hasattr(model, "prompt_encoder"):
+        return False
+    return all(hasattr(layer, a) for layer in tr.layers for a in (
+        "self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token", "mlp",
+        "layer_norm1", "layer_norm2", "layer_norm3", "layer_norm4", "skip_first_layer_pe"))
+
+
+def _heads(x: Any, n: int) -> Any:
+    """``(B, L, H*d)`` -> ``(B, H, L, d)`` (a view)."""
+    b, length, c = x.shape
+    return x.view(b, length, n, c // n).transpose(1, 2)
+
+
+def _merge(x: Any) -> Any:
+    """``(B, H, L, d)`` -> ``(B, L, H*d)``."""
+    b, h, length, d = x.shape
+    return x.transpose(1, 2).reshape(b, length, h * d)
+
+
+def _attend(q: Any, k: Any, v: Any, scaling: float) -> Any:
+    """softmax(q k^T * scaling) v for short-by-long or long-by-short shapes (two matmuls)."""
+    import torch
+
+    a = torch.matmul(q, k.transpose(-1, -2))
+    a.mul_(scaling)
+    return torch.matmul(a.softmax(dim=-1), v)
+
+
+def _out(attn: Any) -> Any:
+    return attn.o_proj if hasattr(attn, "o_proj") else attn.out_proj
+
+
+class FastMaskDecoder:
+    """The mask decoder of a transformers ``SamModel`` / ``Sam2Model``-like model, rescheduled."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.dec = model.mask_decoder
+        self.v2 = hasattr(self.dec, "obj_score_token")  # SAM 2 family: object-score token, high-res skips
+        self._pe: Any = None
+        self._weights: dict[Any, Any] = {}  # fused / per-head weights, built on first use
+        self._images: OrderedDict[int, tuple[Any, dict[str, Any]]] = OrderedDict()
+
+    # -- per-image state ------------------------------------------------------------------
+    def _positional(self) -> Any:
+        if self._pe is None:
+            pe = self.model.get_image_wide_positional_embeddings()  # (1, C, h, w)
+            self._pe = pe[0].flatten(1).transpose(0, 1).contiguous()  # (N, C)
+        return self._pe
+
+    def image_state(self, image_embeddings: Any) -> dict[str, Any]:
+        """The per-image tensors for one embedding (computed once, then cached)."""
+        last = image_embeddings[-1] if isinstance(image_embeddings, (list, tuple)) else image_embeddings
+        key = id(last)
+        hit = self._images.get(key)
+        if hit is not None and hit[0]() is last:
+            self._images.move_to_end(key)
+            return hit[1]
+        state = self._build_state(image_embeddings, last)
+        self._images[key] = (weakref.ref(last), state)
+        while len(self._images) > CACHE_IMAGES:
+            self._images.popitem(last=False)
+        return state
+
+    def _build_state(self, image_embeddings: Any, last: Any) -> dict[str, Any]:
+        if last.shape[0] != 1:
+            raise ValueError("FastMaskDecoder takes one image embedding at a time")
+        pe = self._positional()
+        c, h, w = last.shape[1:]
+        dense = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, c)
+        src = (last[0].flatten(1).transpose(0, 1) + dense).contiguous()  # (N, C)
+        layer = self.dec.transformer.layers[0]
+        t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+        kin = (src + pe)[None]
+        state: dict[str, Any] = {
+            "hw": (h, w), "src": src[None],
+            "k1": _heads(t2i.k_proj(kin), t2i.num_attention_heads).contiguous(),  # (1, H, N, d)
+            "v1": _heads(t2i.v_proj(src[None]), t2i.num_attention_heads).contiguous(),
+            "q1": _heads(i2t.q_proj(kin), i2t.num_attention_heads).contiguous(),
+        }
+        if self.v2:  # high-resolution skips, arranged on first use by _upscale_terms
+            state["s0_raw"], state["s1_raw"] = image_embeddings[0][0], image_embeddings[1][0]
+        self._upscale_terms(state)
+        return state
+
+    # -- fused per-model weights ----------------------------------------------------------
+    def _fused(self, li: int) -> tuple[Any, Any]:
+        """Layer ``li`` >= 1 (or ``-1``: the final attention): one GEMM for every image-side projection.
+
+        ``keys @ W^T + c`` gives, side by side, the token-to-image keys (of ``keys + pe``:
+        ``pe``'s part is folded into ``c``, it is the same for every image) and values, and for
+        two-way blocks the image-to-token queries (also of ``keys + pe``).
+        """
+        import torch
+
+        key = ("fused", li)
+        if key not in self._weights:
+            tr = self.dec.transformer
+            pe = self._positional()
+            if li < 0:
+                fa = tr.final_attn_token_to_image
+                parts = [(fa.k_proj, True), (fa.v_proj, False)]
+            else:
+                layer = tr.layers[li]
+                parts = [(layer.cross_attn_token_to_image.k_proj, True), (layer.cross_attn_token_to_image.v_proj, False),
+                         (layer.cross_attn_image_to_token.q_proj, True)]
+            w = torch.cat([p.weight for p, _ in parts], dim=0).t().contiguous()  # (C, sum out)
+            c = torch.cat([(pe @ p.weight.t() if with_pe else torch.zeros(pe.shape[0], p.weight.shape[0]))
+                           + p.bias for p, with_pe in parts], dim=1)  # (N, sum out)
+            self._weights[key] = (w, c[None].contiguous())
+        return self._weights[key]
+
+    def _out_heads(self, attn: Any) -> tuple[Any, Any]:
+        """``o_proj`` weight split per head, ``(H, d, C)``, and its bias."""
+        key = ("out", id(attn))
+        if key not in self._weights:
+            o = _out(attn)
+            nh = attn.num_attention_heads
+            c_out, c_in = o.weight.shape
+            self._weights[key] = (o.weight.t().reshape(nh, c_in // nh, c_out).contiguous(), o.bias)
+        return self._weights[key]
+
+    def _image_to_token(self, attn: Any, qi: Any, queries: Any, qpe: Any) -> Any:
+        """The image-to-token attention's output, ``o_proj`` included: ``(B, N, C)``.
+
+        The image tokens attend to only ``T`` prompt tokens, so the attention matrix has rank
+        ``H * T``: ``o_proj(merge_h(A_h V_h)) = [A_1 .. A_H] @ [V_1 W_1; ..; V_H W_H] + b``, a GEMM
+        with inner size ``H * T`` instead of the internal width. The softmax runs over the
+        token axis laid out as rows (``(B, H, T, N)``), where it is ~20x faster than over a
+        last axis of size T.
+        """
+        import torch
+
+        nh = attn.num_attention_heads
+        kt = _heads(attn.k_proj(queries + qpe), nh)  # (B, H, T, d)
+        vt = _heads(attn.v_proj(queries), nh)
+        a = torch.matmul(kt, qi.transpose(-1, -2))  # (B, H, T, N)
+        a.mul_(attn.scaling)
+        a = a.softmax(dim=-2)
+        wh, bias = self._out_heads(attn)
+        u = torch.matmul(vt, wh)  # (B, H, T, C)
+        b, _, t, n = a.shape
+        return torch.baddbmm(bias, a.reshape(b, nh * t, n).transpose(1, 2), u.reshape(b, nh * t, -1))
+
+    # -- one decoder call -----------------------------------------------------------------
+    def __call__(self, image_embeddings: Any, sparse: Any, multimask: bool) -> tuple[Any, Any]:
+        """``sparse``: ``(B, T, C)`` prompt-encoder tokens. Returns ``(masks (B, M, 4h, 4w), iou (B, M))``.
+
+        ``M`` = 3 with ``multimask``, else 1 (SAM 2's stability fallback included), in the
+        decoder's order, as transformers' ``pred_masks`` / ``iou_scores`` for one image.
+        """
+        import torch
+
+        st = self.image_state(image_embeddings)
+        dec, tr = self.dec, self.dec.transformer
+        b = sparse.shape[0]
+        heads = [dec.iou_token.weight, dec.mask_tokens.weight]
+        if self.v2:
+            heads.insert(0, dec.obj_score_token.weight)
+        out_tokens = torch.cat(heads, dim=0)
+        n_out = out_tokens.shape[0]
+        qpe = torch.cat([out_tokens[None].expand(b, -1, -1), sparse.to(out_tokens.dtype)], dim=1)  # (B, T, C)
+        queries, keys = qpe, st["src"]
+        for li, layer in enumerate(tr.layers):
+            sa = layer.self_attn
+            if layer.skip_first_layer_pe:
+                queries = self._self_attention(sa, queries, queries, queries)
+            else:
+                q = queries + qpe
+                queries = queries + self._self_attention(sa, q, q, queries)
+            queries = layer.layer_norm1(queries)
+
+            t2i = layer.cross_attn_token_to_image
+            nh = t2i.num_attention_heads
+            q = _heads(t2i.q_proj(queries + qpe), nh)
+            if li == 0:
+                k, v, qi = st["k1"], st["v1"], st["q1"]
+            else:
+                w, c = self._fused(li)
+                kvq = torch.baddbmm(c, keys, w.expand(keys.shape[0], -1, -1))  # (B, N, 3 * Ci)
+                k, v, qi = (_heads(x, nh) for x in kvq.chunk(3, dim=-1))
+            queries = layer.layer_norm2(queries + _out(t2i)(_merge(_attend(q, k, v, t2i.scaling))))
+            queries = layer.layer_norm3(queries + layer.mlp(queries))
+            i2t = layer.cross_attn_image_to_token
+            keys = layer.layer_norm4(keys + self._image_to_token(i2t, qi, queries, qpe))
+
+        fa = tr.final_attn_token_to_image
+        nh = fa.num_attention_heads
+        q = _heads(fa.q_proj(queries + qpe), nh)
+        w, c = self._fused(-1)
+        k, v = (_heads(x, nh) for x in torch.baddbmm(c, keys, w.expand(keys.shape[0], -1, -1)).chunk(2, dim=-1))
+        queries = tr.layer_norm_final_attn(queries + _out(fa)(_merge(_attend(q, k, v, fa.scaling))))
+
+        first_mask = n_out - dec.num_mask_tokens
+        iou = dec.iou_prediction_head(queries[:, first_mask - 1])  # (B, num_mask_tokens)
+        dynamic = self.v2 and not multimask and getattr(dec, "dynamic_multimask_via_stability", False)
+        wanted = list(range(1, dec.num_mask_tokens)) if multimask else (
+            list(range(dec.num_mask_tokens)) if dynamic else [0])
+        hyper = torch.stack([dec.output_hypernetworks_mlps[i](queries[:, first_mask + i]) for i in wanted], dim=1)
+        masks = self._upscale(keys, st, hyper)  # (B, len(wanted), 4h, 4w)
+        iou = iou[:, wanted]
+        if dynamic:
+            m, s = dec._dynamic_multimask_via_stability(masks[None], iou[None])
+            return m[0], s[0]
+        return masks, iou
+
+    @staticmethod
+    def _self_attention(attn: Any, q: Any, k: Any, v: Any) -> Any:
+        nh = attn.num_attention_heads
+        o = _attend(_heads(attn.q_proj(q), nh), _heads(attn.k_proj(k), nh), _heads(attn.v_proj(v), nh), attn.scaling)
+        return _out(attn)(_merge(o))
+
+    def _upscale(self, keys: Any, st: dict[str, Any], hyper: Any) -> Any:
+        """Transposed convs as GEMMs, skips and biases as the GEMMs' addends, LayerNorm, GELU, hyper product.
+
+        A 2x2 stride-2 transposed convolution maps each input pixel to a 2 x 2 x C' block, and
+        LayerNorm2d / GELU are per pixel, so the upscaling runs in the GEMMs' own pixel order
+        (``(h, w, i1, j1, i2, j2)`` for output pixel ``(4h + 2 i1 + i2, 4w + 2 j1 + j2)``): the
+        skips are stored in that order once per image and only the final masks are permuted.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        dec = self.dec
+        b, n, c = keys.shape
+        h, w = st["hw"]
+        w1, w2, add1, add2 = self._upscale_terms(st)
+        ln = dec.upscale_layer_norm
+        o1 = w1.shape[1] // 4
+        o2 = w2.shape[1] // 4
+        y = torch.baddbmm(add1, keys, w1.expand(b, -1, -1))  # (B, N, 4*o1): (h, w, i1, j1, o1)
+        y = F.layer_norm(y.view(b, 4 * n, o1), (o1,), ln.weight, ln.bias, ln.eps)
+        y = F.gelu(y)
+        z = torch.baddbmm(add2, y, w2.expand(b, -1, -1))  # (B, 4N, 4*o2): (h, w, i1, j1, i2, j2, o2)
+        z = F.gelu(z)
+        m = hyper.shape[1]
+        masks = torch.bmm(z.view(b, 16 * n, o2), hyper.transpose(1, 2).to(z.dtype))  # (B, 16N, M)
+        masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, M, h, i1, i2, w, j1, j2)
+        return masks.reshape(b, m, 4 * h, 4 * w)
+
+    def _upscale_terms(self, st: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+        """GEMM weights of the two transposed convs and their addends (bias, plus SAM 2's skips)."""
+        dec = self.dec
+        if "w1" not in self._weights:
+            c1, c2 = dec.upscale_conv1, dec.upscale_conv2
+            # ConvTranspose2d(k=2, s=2): out[o, 2y+i, 2x+j] = sum_c in[c, y, x] W[c, o, i, j] + bias[o]
+            self._weights["w1"] = c1.weight.permute(0, 2, 3, 1).reshape(c1.weight.shape[0], -1).contiguous()
+            self._weights["w2"] = c2.weight.permute(0, 2, 3, 1).reshape(c2.weight.shape[0], -1).contiguous()
+            self._weights["b1"] = c1.bias.repeat(4)  # columns (i, j, o)
+            self._weights["b2"] = c2.bias.repeat(4)
+        w1, w2, b1, b2 = (self._weights[k] for k in ("w1", "w2", "b1", "b2"))
+        if "add1" not in st:
+            if self.v2:
+                h, w = st["hw"]
+                s0, s1 = st.pop("s0_raw"), st.pop("s1_raw")  # (o2, 4h, 4w), (o1, 2h, 2w)
+                o1, o2 = s1.shape[0], s0.shape[0]
+                # s1[o, 2h+i, 2w+j] -> (h, w, i, j, o); s0[o, 4h+2i1+i2, 4w+2j1+j2] -> (h, w, i1, j1, i2, j2, o)
+                st["add1"] = (s1.view(o1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(h * w, 4 * o1) + b1)[None]
+                s0 = s0.view(o2, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)
+                st["add2"] = (s0.reshape(4 * h * w, 4 * o2) + b2)[None].contiguous()
+            else:
+                st["add1"], st["add2"] = b1, b2
+        return w1, w2, st["add1"], st["add2"]
