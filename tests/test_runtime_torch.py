@@ -132,3 +132,30 @@ def test_unknown_runtime_is_one_line(predictors):
 def test_cpu_bf16_support_reports_flags():
     info = cpu_bf16_support()
     assert set(info) >= {"avx512_bf16", "amx_bf16", "native"}
+
+
+def test_chunked_bf16_attention_matches_sdpa():
+    import torch
+    import torch.nn.functional as F
+
+    from anyseg.runtime.torch_fast import ATTENTION_CHUNK, _chunked_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 2 * ATTENTION_CHUNK + 40, 16, generator=g) for _ in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v, scale=0.3).transpose(1, 2)
+    got, _ = _chunked_attention(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), scaling=0.3, is_causal=False)
+    assert got.dtype == torch.bfloat16 and got.shape == ref.shape
+    torch.testing.assert_close(got.float(), ref, rtol=0, atol=0.03)
+    same, _ = _chunked_attention(None, q, k, v, scaling=0.3, is_causal=False)  # fp32: transformers' SDPA path, unchanged
+    torch.testing.assert_close(same, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_bf16_runtime_leaves_fp32_embeddings_unchanged(predictors):
+    import torch
+
+    base = predictors["sam2"]
+    image = _image()
+    before = base.embed(image).features["image_embeddings"]
+    apply_runtime(base, "torch-bf16").embed(image)
+    after = base.embed(image).features["image_embeddings"]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
