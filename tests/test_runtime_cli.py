@@ -52,3 +52,31 @@ def test_everything_with_onnx_runtime_and_bad_runtime(capsys, tmp_path, tiny_sam
                  "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert code == 2 and "classical engine has no onnx runtime" in err
+
+
+@pytest.mark.parametrize("native, want", [(True, "torch-bf16"), (False, "torch")])
+def test_auto_runtime_is_chosen_per_machine(monkeypatch, capsys, tmp_path, tiny_sam, native, want):
+    import anyseg.runtime.torch_fast as tf
+    from anyseg.runtime import default_runtime
+
+    monkeypatch.setattr(tf, "cpu_bf16_support", lambda: {"native": native, "avx512_bf16": native, "amx_bf16": False})
+    runtime, reason = default_runtime("cpu")
+    assert runtime == want and ("bf16" in reason)
+    img = tmp_path / "im.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(img)
+    code = main(["segment", str(img), "--model", "sam-vit-base", "--weights", str(tiny_sam), "--box", "10,10,70,50",
+                 "--out", str(tmp_path / "o")])  # --runtime auto is the default
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"[{want}]" in err
+
+
+def test_auto_on_classical_and_fp16_off_cuda(tiny_sam):
+    from anyseg.errors import InputError
+    from anyseg.models import load_model
+    from anyseg.runtime import with_runtime
+
+    classical = load_model("classical")
+    assert with_runtime(classical, "auto") is classical
+    with pytest.raises(InputError, match="CUDA"):
+        with_runtime(load_model("sam-vit-base", weights=tiny_sam, device="cpu"), "torch-fp16")

@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 from anyseg.errors import AnysegError, InputError, PromptError
+from anyseg.runtime import RUNTIMES
+
+RUNTIME_HELP = ("SAM-family inference runtime (default auto: torch-bf16 on CPUs with native bf16 and on CUDA, "
+                "else torch; see docs/BENCHMARKS.md; onnx exports are cached next to the weights)")
 
 EXIT_USAGE = 2
 
@@ -76,9 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-pixels", type=int, default=None, metavar="N",
                      help="refuse larger images (default 40000000, or $ANYSEG_MAX_PIXELS)")
     seg.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when available)")
-    seg.add_argument("--runtime", default="torch",
-                     choices=["torch", "torch-bf16", "torch-compile", "onnx", "onnx-int8"],
-                     help="SAM-family inference runtime (see docs/BENCHMARKS.md; onnx exports are cached by the weights)")
+    seg.add_argument("--runtime", default="auto", choices=list(RUNTIMES), help=RUNTIME_HELP)
 
     ev = sub.add_parser("everything", help="segment everything: automatic mask generation (SAM / SAM 2 semantics)")
     ev.add_argument("image", help="image file")
@@ -104,7 +106,7 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="also print the run's JSON record to stdout")
     ev.add_argument("--max-pixels", type=int, default=None, metavar="N")
     ev.add_argument("--device", default=None)
-    ev.add_argument("--runtime", default="torch", choices=["torch", "torch-bf16", "torch-compile", "onnx", "onnx-int8"])
+    ev.add_argument("--runtime", default="auto", choices=list(RUNTIMES), help=RUNTIME_HELP)
 
     _add_text_parsers(sub)
     _add_track_parser(sub)
@@ -430,7 +432,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print(json.dumps(record))
     else:
         scores = ", ".join(f"{m['score']:.3f}" for m in record["masks"])
-        print(f"{len(record['masks'])} mask(s) from {record['model']} (scores {scores}) -> {json_path}", file=sys.stderr)
+        print(f"{len(record['masks'])} mask(s) from {record['model']} [{getattr(predictor, 'runtime', 'torch')}] "
+              f"(scores {scores}) -> {json_path}", file=sys.stderr)
     return 0
 
 

@@ -28,6 +28,7 @@ forward.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from typing import Any
@@ -90,6 +91,7 @@ class FastMaskDecoder:
         self._pe: Any = None
         self._weights: dict[Any, Any] = {}  # fused / per-head weights, built on first use
         self._images: OrderedDict[int, tuple[Any, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()  # the service decodes from worker threads
 
     # -- per-image state ------------------------------------------------------------------
     def _positional(self) -> Any:
@@ -102,14 +104,16 @@ class FastMaskDecoder:
         """The per-image tensors for one embedding (computed once, then cached)."""
         last = image_embeddings[-1] if isinstance(image_embeddings, (list, tuple)) else image_embeddings
         key = id(last)
-        hit = self._images.get(key)
-        if hit is not None and hit[0]() is last:
-            self._images.move_to_end(key)
-            return hit[1]
+        with self._lock:
+            hit = self._images.get(key)
+            if hit is not None and hit[0]() is last:
+                self._images.move_to_end(key)
+                return hit[1]
         state = self._build_state(image_embeddings, last)
-        self._images[key] = (weakref.ref(last), state)
-        while len(self._images) > CACHE_IMAGES:
-            self._images.popitem(last=False)
+        with self._lock:
+            self._images[key] = (weakref.ref(last), state)
+            while len(self._images) > CACHE_IMAGES:
+                self._images.popitem(last=False)
         return state
 
     def _build_state(self, image_embeddings: Any, last: Any) -> dict[str, Any]:

@@ -1,6 +1,20 @@
-"""Inference runtimes for SAM-family predictors: ``torch`` (default), ``torch-bf16``,
-``torch-compile`` (:mod:`anyseg.runtime.torch_fast`), ``onnx`` and ``onnx-int8``
-(:mod:`anyseg.runtime.onnx`). :func:`with_runtime` picks by name."""
+"""Inference runtimes for SAM-family predictors: ``auto`` (the default), ``torch``, ``torch-bf16``,
+``torch-fp16``, ``torch-compile`` (:mod:`anyseg.runtime.torch_fast`), ``onnx`` and ``onnx-int8``
+(:mod:`anyseg.runtime.onnx`). :func:`with_runtime` picks by name; :func:`default_runtime` says
+what ``auto`` means on this machine.
+
+``auto`` picks what measured fastest per machine (docs/BENCHMARKS.md, "Fast inference"):
+
+* CUDA: ``torch-bf16`` where the GPU supports bf16, else ``torch-fp16`` (autocast + SDPA);
+* a CPU with native bf16 (``avx512_bf16`` or ``amx_bf16``): ``torch-bf16`` (bf16 GEMMs run
+  ~4x faster than fp32 there; masks within the reduced-precision parity reported);
+* any other CPU: ``torch`` (fp32, with the rescheduled mask decoder: the same numbers as
+  transformers' model). ONNX runtimes stay opt-in: their first use exports the model (about a
+  minute), and on these CPUs their decoder is slower than anyseg's torch decoder.
+
+Evaluation (``anyseg eval``) defaults to ``torch`` instead: numbers that match the reference
+implementation, independent of the machine.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +22,35 @@ from typing import Any
 
 from anyseg.errors import InputError
 
-RUNTIMES = ("torch", "torch-bf16", "torch-compile", "onnx", "onnx-int8")
+RUNTIMES = ("auto", "torch", "torch-bf16", "torch-fp16", "torch-compile", "onnx", "onnx-int8")
 
 
-def with_runtime(predictor: Any, runtime: str = "torch") -> Any:
+def default_runtime(device: str | None = None) -> tuple[str, str]:
+    """``(runtime, reason)``: what ``auto`` resolves to for a predictor on ``device``."""
+    dev = str(device or "cpu")
+    if dev.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "torch-bf16", "CUDA device with bf16"
+        return "torch-fp16", "CUDA device without bf16"
+    from anyseg.runtime.torch_fast import cpu_bf16_support
+
+    info = cpu_bf16_support()
+    if info.get("native"):
+        flag = "amx_bf16" if info.get("amx_bf16") else "avx512_bf16"
+        return "torch-bf16", f"CPU with native bf16 ({flag})"
+    return "torch", "CPU without native bf16: fp32 with the rescheduled decoder"
+
+
+def with_runtime(predictor: Any, runtime: str = "auto") -> Any:
     """``predictor`` running on ``runtime``; the classical engine only runs ``torch`` (its own code)."""
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
-    if runtime == "torch" or getattr(predictor, "family", "") == "classical":
+    classical = getattr(predictor, "family", "") == "classical"
+    if runtime == "auto":
+        runtime = "torch" if classical else default_runtime(getattr(predictor, "device", "cpu"))[0]
+    if runtime == "torch" or classical:
         if runtime != "torch":
             raise InputError(f"the classical engine has no {runtime} runtime; use --runtime torch")
         return predictor

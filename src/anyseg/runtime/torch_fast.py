@@ -16,6 +16,7 @@ Runtimes (:data:`RUNTIMES`):
   (LayerNorms and softmaxes stay fp32; on CPUs with native bf16 its GEMMs run ~4x faster than
   fp32). Embeddings get a distinct ``model_id`` (``...@bf16``) so that caches never mix them
   with fp32 ones. Reduced precision: see docs/BENCHMARKS.md for the measured mask IoU.
+* ``torch-fp16``: the same under fp16 autocast, on CUDA only (``...@fp16``).
 * ``torch-compile``: the image encoder wrapped in ``torch.compile`` (inductor with
   ``freezing``: weights are folded into the compiled graph as constants, so later in-place
   weight changes are not seen; compiled on the first call, ~25-50 s on 2 cores, once since
@@ -36,7 +37,9 @@ from anyseg.types import Embedding
 
 __all__ = ["RUNTIMES", "apply_runtime", "cpu_bf16_support", "TorchFastPredictor"]
 
-RUNTIMES = ("torch", "torch-bf16", "torch-compile")
+RUNTIMES = ("torch", "torch-bf16", "torch-fp16", "torch-compile")
+#: reduced-precision runtimes: autocast dtype name per runtime
+AUTOCAST = {"torch-bf16": "bfloat16", "torch-fp16": "float16"}
 #: prompts per decoder call in ``predict_batch``: the decoder repeats the image embedding (and
 #: SAM 2's high-resolution features) once per prompt, so 64 prompts in one call move ~GBs
 #: through memory; chunks of a few run ~2x faster on CPU and bound the peak RSS.
@@ -145,8 +148,8 @@ class _Encoder:
     def __call__(self, pixel_values: Any) -> Any:
         import torch
 
-        if self.runtime == "torch-bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        if self.runtime in AUTOCAST:
+            with torch.autocast(pixel_values.device.type, dtype=getattr(torch, AUTOCAST[self.runtime])):
                 out = self.model.get_image_embeddings(pixel_values)
             return _to_float32(out)
         if self.compiled is not None:
@@ -223,13 +226,17 @@ def apply_runtime(predictor: SamFamilyPredictor, runtime: str,
     fast = TorchFastPredictor(predictor.spec, predictor.model, folder=predictor.folder, device=predictor.device,
                               mean=predictor.mean, std=predictor.std)
     fast.runtime = runtime
-    if runtime == "torch-bf16":
+    if runtime in AUTOCAST:
         import torch
 
-        fast.decoder_autocast = torch.bfloat16
-        use_chunked_attention(predictor.model)
+        if runtime == "torch-fp16" and not str(predictor.device).startswith("cuda"):
+            raise InputError("torch-fp16 runs on CUDA devices only (CPUs have no fast fp16 GEMMs); "
+                             "use torch-bf16 or torch on CPU")
+        fast.decoder_autocast = getattr(torch, AUTOCAST[runtime])
+        if runtime == "torch-bf16" and not str(predictor.device).startswith("cuda"):
+            use_chunked_attention(predictor.model)  # on CUDA, SDPA's kernels already win in bf16
     fast.decode_chunk = int(decode_chunk)
     fast._encoder = _Encoder(predictor.model, runtime)
     base_id = predictor.model_id
-    fast._id = f"{base_id}@bf16" if runtime == "torch-bf16" else base_id
+    fast._id = f"{base_id}@{AUTOCAST[runtime].replace('bfloat', 'bf').replace('float', 'fp')}" if runtime in AUTOCAST else base_id
     return fast

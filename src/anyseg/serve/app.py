@@ -393,8 +393,11 @@ def create_app(model: str = "auto", weights: str | None = None, db_url: str = "s
                device: str | None = None, max_upload_bytes: int = 20_000_000, max_pixels: int = 40_000_000,
                cache_bytes: int = 2 << 30, workers: int = 1, queue_size: int = 8, request_timeout_s: float = 60.0,
                cors_origins: list[str] | None = None, data_dir: str | Path | None = None,
-               predictor: Any = None) -> FastAPI:
+               predictor: Any = None, runtime: str = "torch") -> FastAPI:
     """The ``anyseg serve`` app. ``predictor`` (an already loaded Predictor) overrides ``model``/``weights``.
+
+    ``runtime`` (see :mod:`anyseg.runtime`) applies to a model loaded by name; ``anyseg serve``
+    passes ``auto``.
 
     Raises :class:`~anyseg.errors.AnysegError` (one line) for a model that cannot be loaded or a
     database that cannot be opened.
@@ -403,7 +406,9 @@ def create_app(model: str = "auto", weights: str | None = None, db_url: str = "s
     if predictor is None:
         from anyseg.models import load_model
 
-        predictor = load_model(model, weights=weights, device=device, quiet=True)
+        from anyseg.runtime import with_runtime
+
+        predictor = with_runtime(load_model(model, weights=weights, device=device, quiet=True), runtime)
     data = Path(data_dir) if data_dir is not None else _default_data_dir(db_url)
     (data / "images").mkdir(parents=True, exist_ok=True)
     pool = WorkerPool(int(workers), int(queue_size), float(request_timeout_s))

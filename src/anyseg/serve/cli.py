@@ -7,6 +7,8 @@ import errno
 import socket
 import sys
 
+from anyseg.runtime import RUNTIMES
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``serve`` sub-command to an argparse ``subparsers`` object."""
@@ -20,6 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="SQLAlchemy database URL (default sqlite:///anyseg.db; e.g. postgresql://user@host/db)")
     p.add_argument("--data-dir", metavar="DIR", help="where uploaded images are stored (default: anyseg-data next to the SQLite file)")
     p.add_argument("--device", default=None)
+    p.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
+                   help="inference runtime (default auto; see `anyseg segment --help`)")
     p.add_argument("--max-upload-mb", type=float, default=20, metavar="MB", help="largest upload (default 20)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N", help="largest image in pixels (default 40M)")
     p.add_argument("--cache-mb", type=float, default=2048, metavar="MB", help="embedding cache size (default 2048)")
@@ -83,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_pixels=args.max_pixels,
             cache_bytes=int(args.cache_mb * (1 << 20)), workers=args.workers, queue_size=args.queue,
             request_timeout_s=args.timeout, cors_origins=args.cors, data_dir=getattr(args, "data_dir", None),
+            runtime=getattr(args, "runtime", "auto"),
         )
     except AnysegError as e:
         return _err(str(e))
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"anyseg: notice: serving on {args.host}:{args.port}, reachable from other machines; "
               "the service has no authentication", file=sys.stderr)
-    print(f"anyseg: serving {app.state.anyseg.predictor.name} on http://{args.host}:{args.port}/", file=sys.stderr)
+    print(f"anyseg: serving {app.state.anyseg.predictor.name} [{getattr(app.state.anyseg.predictor, 'runtime', 'torch')}] on http://{args.host}:{args.port}/", file=sys.stderr)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
