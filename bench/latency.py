@@ -27,6 +27,12 @@ meaningful), warm-up excluded, medians reported:
 
 Random weights make logits small and masks ragged, so parity here is a harsher test than on
 trained weights.
+
+anyseg's ``torch`` row decodes with :class:`anyseg.models.sam_decoder.FastMaskDecoder` (the
+same decoder rescheduled; fp32), ``torch-bf16`` runs encoder and decoder GEMMs in bf16;
+``--runtime auto`` (printed first) is what ``anyseg segment`` uses on this machine. With
+``--device cuda`` the rows are torch / torch-bf16 / torch-fp16 / torch-compile on the GPU
+(autocast + SDPA), timings synchronised, and the GPU's peak allocation is reported.
 """
 
 from __future__ import annotations
@@ -200,7 +206,10 @@ def main() -> int:
     ap.add_argument("--model", default="sam2.1-hiera-tiny", choices=["sam-vit-base", "sam2.1-hiera-tiny"])
     ap.add_argument("--random-weights", action="store_true", required=True,
                     help="build the real-size architecture with random weights (the only mode)")
-    ap.add_argument("--runtimes", default="torch,torch-bf16,torch-compile,onnx,onnx-int8")
+    ap.add_argument("--runtimes", default=None,
+                    help="comma list (default: torch,torch-bf16,torch-compile,onnx,onnx-int8 on CPU; "
+                         "torch,torch-bf16,torch-fp16,torch-compile on CUDA)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (CUDA rows: autocast bf16 / fp16 + SDPA)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every row")
     ap.add_argument("--thread-sweep", default="1,2", help="thread counts for the fp32 encoder comparison ('' = off)")
     ap.add_argument("--repeat", type=int, default=5)
@@ -218,12 +227,17 @@ def main() -> int:
 
     from anyseg.eval.perf import RSSMonitor, peak_rss_mb
     from anyseg.models import load_model
+    from anyseg.runtime import default_runtime
     from anyseg.runtime.torch_fast import RUNTIMES, apply_runtime, cpu_bf16_support
 
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    wanted = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    default = "torch,torch-bf16,torch-fp16,torch-compile" if cuda else "torch,torch-bf16,torch-compile,onnx,onnx-int8"
+    wanted = [r.strip() for r in (args.runtimes or default).split(",") if r.strip()]
     unknown = [r for r in wanted if r not in RUNTIMES + ("onnx", "onnx-int8")]
     if unknown:
         raise SystemExit(f"unknown runtime(s) {unknown}; expected {RUNTIMES + ('onnx', 'onnx-int8')}")
@@ -234,10 +248,13 @@ def main() -> int:
         "model": args.model, "image": [h, w], "repeat": args.repeat, "torch_threads": threads,
         "torch": torch.__version__, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "python": sys.version.split()[0], "cpu_bf16": cpu_bf16_support(), "rows": {}, "notes": [],
+        "device": args.device, "auto_runtime": list(default_runtime(args.device)),
     }
+    if cuda:
+        result["gpu"] = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(args.model, Path(tmp) / args.model)
-        base = load_model(args.model, weights=folder, device="cpu")
+        base = load_model(args.model, weights=folder, device=args.device)
         runners = [reference_runner(base)]
         for rt in wanted:
             if rt in RUNTIMES:
@@ -267,10 +284,14 @@ def main() -> int:
         for r in runners[1:]:
             r.extra["parity"] = parity(outputs[ref.name], outputs[r.name])
 
-        # timed: alternate runtimes inside each repeat
+        def sync() -> None:
+            if cuda:
+                torch.cuda.synchronize()
+
+        # timed: alternate runtimes inside each repeat (clicks and boxes return numpy masks: synchronised)
         for i in range(args.repeat):
             for r in runners:
-                t = time.perf_counter(); r.encode(image); r.times["encoder"].append(time.perf_counter() - t)
+                sync(); t = time.perf_counter(); r.encode(image); sync(); r.times["encoder"].append(time.perf_counter() - t)
             for r in runners:
                 t = time.perf_counter(); r.click(r.extra["emb"], clicks[i % len(clicks)])
                 r.times["click"].append(time.perf_counter() - t)
@@ -278,7 +299,7 @@ def main() -> int:
                 t = time.perf_counter(); r.boxes(r.extra["emb"], boxes); r.times["boxes64"].append(time.perf_counter() - t)
 
         # threads: fp32 encoder at each count, alternating
-        sweep = [int(v) for v in args.thread_sweep.split(",") if v.strip()]
+        sweep = [int(v) for v in args.thread_sweep.split(",") if v.strip()] if not cuda else []
         if sweep:
             tt: dict[int, list[float]] = {n: [] for n in sweep}
             for _ in range(max(2, args.repeat // 2 + 1)):
@@ -288,7 +309,9 @@ def main() -> int:
             torch.set_num_threads(threads)
             result["thread_sweep_encoder_s"] = {str(n): round(statistics.median(v), 4) for n, v in tt.items()}
         result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    if args.rss == "subprocess":
+    if cuda:
+        result["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if args.rss == "subprocess" and not cuda:
         for r in runners:
             r.extra["rss_subprocess"] = rss_subprocess(args.model, r.name, threads)
 
@@ -304,7 +327,9 @@ def main() -> int:
             row["note"] = r.note
         result["rows"][r.name] = row
 
-    print(f"{args.model}  480x640  torch {torch.__version__}  threads={threads}  repeat={args.repeat}  "
+    print(f"--runtime auto here: {result['auto_runtime'][0]} ({result['auto_runtime'][1]})")
+    print(f"{args.model}  480x640  {args.device}{' ' + result['gpu'] if cuda else ''}  torch {torch.__version__}  "
+          f"threads={threads}  repeat={args.repeat}  "
           f"bf16 native: {result['cpu_bf16']['native']} (avx512_bf16={result['cpu_bf16']['avx512_bf16']}, "
           f"amx_bf16={result['cpu_bf16']['amx_bf16']})")
     hdr = (f"{'runtime':20} {'encoder s':>10} {'x ref':>6} {'click s':>9} {'x ref':>6} {'64 box s':>9} {'x ref':>6} "

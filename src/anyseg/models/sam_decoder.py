@@ -89,7 +89,7 @@ class FastMaskDecoder:
         self.dec = model.mask_decoder
         self.v2 = hasattr(self.dec, "obj_score_token")  # SAM 2 family: object-score token, high-res skips
         self._pe: Any = None
-        self._weights: dict[Any, Any] = {}  # fused / per-head weights, built on first use
+        self._weights: dict[Any, Any] = {}  # per-head weight views and pe terms, built on first use
         self._images: OrderedDict[int, tuple[Any, dict[str, Any]]] = OrderedDict()
         self._lock = threading.Lock()  # the service decodes from worker threads
 
@@ -137,31 +137,22 @@ class FastMaskDecoder:
         self._upscale_terms(state)
         return state
 
-    # -- fused per-model weights ----------------------------------------------------------
-    def _fused(self, li: int) -> tuple[Any, Any]:
-        """Layer ``li`` >= 1 (or ``-1``: the final attention): one GEMM for every image-side projection.
-
-        ``keys @ W^T + c`` gives, side by side, the token-to-image keys (of ``keys + pe``:
-        ``pe``'s part is folded into ``c``, it is the same for every image) and values, and for
-        two-way blocks the image-to-token queries (also of ``keys + pe``).
-        """
-        import torch
-
-        key = ("fused", li)
+    # -- per-model weight views -----------------------------------------------------------
+    def _per_head(self, linear: Any, nh: int) -> tuple[Any, Any]:
+        """A projection's weight as ``(H, d, C)`` and bias as ``(H, 1, d)``."""
+        key = ("heads", id(linear))
         if key not in self._weights:
-            tr = self.dec.transformer
-            pe = self._positional()
-            if li < 0:
-                fa = tr.final_attn_token_to_image
-                parts = [(fa.k_proj, True), (fa.v_proj, False)]
-            else:
-                layer = tr.layers[li]
-                parts = [(layer.cross_attn_token_to_image.k_proj, True), (layer.cross_attn_token_to_image.v_proj, False),
-                         (layer.cross_attn_image_to_token.q_proj, True)]
-            w = torch.cat([p.weight for p, _ in parts], dim=0).t().contiguous()  # (C, sum out)
-            c = torch.cat([(pe @ p.weight.t() if with_pe else torch.zeros(pe.shape[0], p.weight.shape[0]))
-                           + p.bias for p, with_pe in parts], dim=1)  # (N, sum out)
-            self._weights[key] = (w, c[None].contiguous())
+            w = linear.weight
+            self._weights[key] = (w.reshape(nh, w.shape[0] // nh, w.shape[1]).contiguous(),
+                                  linear.bias.reshape(nh, 1, -1))
+        return self._weights[key]
+
+    def _pe_term(self, linear: Any, nh: int) -> Any:
+        """``(pe @ W^T + b)`` per head as ``(H, d, N)``: a projection of ``keys + pe`` minus ``keys``'s part."""
+        key = ("pe", id(linear))
+        if key not in self._weights:
+            c = self._positional() @ linear.weight.t() + linear.bias  # (N, Ci)
+            self._weights[key] = c.reshape(c.shape[0], nh, -1).permute(1, 2, 0).contiguous()
         return self._weights[key]
 
     def _out_heads(self, attn: Any) -> tuple[Any, Any]:
@@ -174,23 +165,51 @@ class FastMaskDecoder:
             self._weights[key] = (o.weight.t().reshape(nh, c_in // nh, c_out).contiguous(), o.bias)
         return self._weights[key]
 
-    def _image_to_token(self, attn: Any, qi: Any, queries: Any, qpe: Any) -> Any:
-        """The image-to-token attention's output, ``o_proj`` included: ``(B, N, C)``.
+    # -- attentions between T tokens and the N image tokens ---------------------------------
+    def _scores(self, tok: Any, proj: Any, keys: Any, nh: int) -> Any:
+        """``tok_h @ proj(keys + pe)_h^T`` for every head, ``(B, H, T, N)``, without projecting ``keys``.
 
-        The image tokens attend to only ``T`` prompt tokens, so the attention matrix has rank
-        ``H * T``: ``o_proj(merge_h(A_h V_h)) = [A_1 .. A_H] @ [V_1 W_1; ..; V_H W_H] + b``, a GEMM
-        with inner size ``H * T`` instead of the internal width. The softmax runs over the
-        token axis laid out as rows (``(B, H, T, N)``), where it is ~20x faster than over a
-        last axis of size T.
+        ``(keys + pe) W_h^T + b_h`` is never formed: the T tokens go through ``W_h`` instead
+        (``(tok_h W_h) keys^T + tok_h (pe W_h^T + b_h)^T``), a GEMM of inner size C over H * T rows
+        rather than one of N rows: half the multiply-adds for SAM's H * T = 8 * 8 < C / 2 = 128.
+        """
+        import torch
+
+        w, _ = self._per_head(proj, nh)
+        b, _, t, _ = tok.shape
+        tw = torch.matmul(tok, w)  # (B, H, T, C)
+        s = torch.matmul(tw.reshape(b, nh * t, -1), keys.transpose(1, 2)).view(b, nh, t, -1)
+        return s.add_(torch.matmul(tok, self._pe_term(proj, nh)))
+
+    def _token_to_image(self, attn: Any, queries: Any, qpe: Any, keys: Any) -> Any:
+        """The token-to-image attention with its ``o_proj``, ``(B, T, C)``, for ``keys`` of any layer.
+
+        Values: the attention rows sum to 1, so ``A_h (keys W_h^T + b_h) = (A_h keys) W_h^T + b_h``.
         """
         import torch
 
         nh = attn.num_attention_heads
-        kt = _heads(attn.k_proj(queries + qpe), nh)  # (B, H, T, d)
-        vt = _heads(attn.v_proj(queries), nh)
-        a = torch.matmul(kt, qi.transpose(-1, -2))  # (B, H, T, N)
-        a.mul_(attn.scaling)
-        a = a.softmax(dim=-2)
+        q = _heads(attn.q_proj(queries + qpe), nh)
+        a = self._scores(q, attn.k_proj, keys, nh).mul_(attn.scaling).softmax(dim=-1)  # (B, H, T, N)
+        b, _, t, n = a.shape
+        ak = torch.matmul(a.view(b, nh * t, n), keys).view(b, nh, t, -1)  # (B, H, T, C)
+        wv, bv = self._per_head(attn.v_proj, nh)
+        return _out(attn)(_merge(torch.matmul(ak, wv.transpose(1, 2)) + bv))
+
+    def _image_to_token(self, attn: Any, scores: Any, queries: Any) -> Any:
+        """The image-to-token attention's output, ``o_proj`` included: ``(B, N, C)``.
+
+        ``scores``: ``(B, H, T, N)`` before scaling. The image tokens attend to only ``T`` prompt
+        tokens, so the attention matrix has rank ``H * T``:
+        ``o_proj(merge_h(A_h V_h)) = [A_1 .. A_H] @ [V_1 W_1; ..; V_H W_H] + b``, a GEMM with inner
+        size ``H * T`` instead of the internal width. The softmax runs over the token axis laid
+        out as rows, where it is ~20x faster than over a last axis of size T.
+        """
+        import torch
+
+        nh = attn.num_attention_heads
+        vt = _heads(attn.v_proj(queries), nh)  # (B, H, T, d)
+        a = scores.mul_(attn.scaling).softmax(dim=-2)
         wh, bias = self._out_heads(attn)
         u = torch.matmul(vt, wh)  # (B, H, T, C)
         b, _, t, n = a.shape
@@ -224,26 +243,25 @@ class FastMaskDecoder:
                 queries = queries + self._self_attention(sa, q, q, queries)
             queries = layer.layer_norm1(queries)
 
-            t2i = layer.cross_attn_token_to_image
-            nh = t2i.num_attention_heads
-            q = _heads(t2i.q_proj(queries + qpe), nh)
-            if li == 0:
-                k, v, qi = st["k1"], st["v1"], st["q1"]
+            t2i, i2t = layer.cross_attn_token_to_image, layer.cross_attn_image_to_token
+            if li == 0:  # keys are the image's own: projections cached per image
+                q = _heads(t2i.q_proj(queries + qpe), t2i.num_attention_heads)
+                attn = _out(t2i)(_merge(_attend(q, st["k1"], st["v1"], t2i.scaling)))
             else:
-                w, c = self._fused(li)
-                kvq = torch.baddbmm(c, keys, w.expand(keys.shape[0], -1, -1))  # (B, N, 3 * Ci)
-                k, v, qi = (_heads(x, nh) for x in kvq.chunk(3, dim=-1))
-            queries = layer.layer_norm2(queries + _out(t2i)(_merge(_attend(q, k, v, t2i.scaling))))
+                attn = self._token_to_image(t2i, queries, qpe, keys)
+            queries = layer.layer_norm2(queries + attn)
             queries = layer.layer_norm3(queries + layer.mlp(queries))
-            i2t = layer.cross_attn_image_to_token
-            keys = layer.layer_norm4(keys + self._image_to_token(i2t, qi, queries, qpe))
+
+            nh = i2t.num_attention_heads
+            kt = _heads(i2t.k_proj(queries + qpe), nh)  # (B, H, T, d)
+            if li == 0:
+                scores = torch.matmul(kt, st["q1"].transpose(-1, -2))  # (B, H, T, N)
+            else:
+                scores = self._scores(kt, i2t.q_proj, keys, nh)
+            keys = layer.layer_norm4(keys + self._image_to_token(i2t, scores, queries))
 
         fa = tr.final_attn_token_to_image
-        nh = fa.num_attention_heads
-        q = _heads(fa.q_proj(queries + qpe), nh)
-        w, c = self._fused(-1)
-        k, v = (_heads(x, nh) for x in torch.baddbmm(c, keys, w.expand(keys.shape[0], -1, -1)).chunk(2, dim=-1))
-        queries = tr.layer_norm_final_attn(queries + _out(fa)(_merge(_attend(q, k, v, fa.scaling))))
+        queries = tr.layer_norm_final_attn(queries + self._token_to_image(fa, queries, qpe, keys))
 
         first_mask = n_out - dec.num_mask_tokens
         iou = dec.iou_prediction_head(queries[:, first_mask - 1])  # (B, num_mask_tokens)
