@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from anyseg.errors import InputError
+from anyseg.runtime import RUNTIMES
 
 KINDS = ("interactive", "box", "video", "semantic", "masks")
 
@@ -32,10 +33,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-clicks", type=int, default=20)
     p.add_argument("--ignore-value", default="auto", help="mask value to ignore: auto (128 in lossless masks), none, or N")
     common(p)
+    p.add_argument("--runtime", default="torch", choices=list(RUNTIMES),
+                   help="inference runtime (default torch: fp32, the reference's numbers; e.g. auto or torch-bf16 "
+                        "to measure what a fast runtime costs in quality)")
     p = esub.add_parser("box", help="IoU/Dice with each ground-truth mask's tight box as the prompt")
     p.add_argument("--data", required=True, help="folder with images/ and masks/ (paired by file stem)")
     p.add_argument("--ignore-value", default="auto")
     common(p)
+    p.add_argument("--runtime", default="torch", choices=list(RUNTIMES), help="inference runtime (default torch)")
     p = esub.add_parser("video", help="semi-supervised VOS J&F (first frame's masks given), DAVIS protocol")
     p.add_argument("--data", required=True, help="DAVIS folder (JPEGImages/ and Annotations/)")
     p.add_argument("--resolution", default="480p")
@@ -114,8 +119,11 @@ def _run(args: argparse.Namespace, monitor) -> int:
         header.update(data=str(Path(args.data).resolve()), ignore_value=args.ignore_value)
         if kind == "interactive":
             header["max_clicks"] = args.max_clicks
-        predictor = load_model(args.model, weights=args.weights, device=args.device)
+        from anyseg.runtime import with_runtime
+
+        predictor = with_runtime(load_model(args.model, weights=args.weights, device=args.device), args.runtime)
         header["model"] = predictor.name  # auto -> the model actually used
+        header["runtime"] = getattr(predictor, "runtime", "torch")
         st = store()
         if kind == "interactive":
             records, summary = runners.run_interactive(predictor, samples, st, max_clicks=args.max_clicks)
