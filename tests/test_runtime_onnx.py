@@ -229,3 +229,15 @@ def test_unsupported_family_is_model_error():
 
     with pytest.raises(ModelError):
         ort_rt.export(Fake())
+
+
+def test_int8_keeps_the_sensitive_hiera_matmuls_fp32(sam2_pair, onnx_pred):
+    """The stage-transition projections, MLP output projections and last stage stay fp32 (SAM 2 only)."""
+    _, sam2_onnx = sam2_pair
+    keep = ort_rt._fp32_nodes(sam2_onnx.artifacts / "encoder.onnx")
+    assert keep and all("/backbone/blocks." in n for n in keep)
+    assert any("/mlp/proj_out/" in n for n in keep)
+    assert any("/proj/" in n and "/attn/" not in n and "/mlp/" not in n for n in keep)  # a stage transition
+    assert not any("/mlp/proj_in/" in n for n in keep if "blocks.0/" in n), "early MLP inputs are quantized"
+    assert ort_rt._fp32_nodes(onnx_pred.artifacts / "encoder.onnx") == []  # SAM's ViT: quantized as before
+    assert ort_rt._options(True)["encoder_fp32"] == list(ort_rt.INT8_KEEP_FP32)  # part of the cache key
