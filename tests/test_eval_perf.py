@@ -56,3 +56,20 @@ def test_rss_monitor_sees_a_200_mb_allocation():
     with RSSMonitor() as quiet:
         pass
     assert quiet.delta_mb < 50
+
+
+def test_peak_rss_of_a_child_is_its_own(tmp_path):
+    """ru_maxrss survives fork + exec; peak_rss_mb must not report the parent's peak for a child."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from anyseg.eval.perf import peak_rss_mb
+
+    big = np.ones(300 * 2**20 // 8)  # ~300 MiB touched in this process
+    assert peak_rss_mb() > 300
+    del big
+    code = "from anyseg.eval.perf import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert float(out.strip()) < 200

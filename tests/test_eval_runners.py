@@ -141,6 +141,12 @@ def test_eval_box_writes_report_and_resumes(capsys, mask_data, tmp_path, monkeyp
     monkeypatch.setattr(runners, "tight_box", lambda m: pytest.fail("re-scored a finished image"))
     code, _, err = run(capsys, "eval", "box", "--model", "classical", "--data", mask_data, "--out", out)
     assert code == 0, err
+    header = json.loads((out / "results.jsonl").read_text().splitlines()[0])["header"]
+    assert header["runtime"] == "torch"  # eval's default: the reference's fp32 numbers
+    # another runtime is another run: never mixed into this one's results
+    code, _, err = run(capsys, "eval", "box", "--model", "classical", "--data", mask_data, "--out", out,
+                       "--runtime", "torch-bf16")
+    assert code == 2 and "classical engine has no torch-bf16 runtime" in err
 
 
 def test_eval_interactive_reports_noc_and_curve(capsys, mask_data, tmp_path):

@@ -76,7 +76,20 @@ def measure_latency(fn: Callable[..., Any], *args: Any, warmup: int = 1, repeat:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux: ``VmHWM`` from ``/proc/self/status``, the high-water mark of this process's own
+    address space. Not ``ru_maxrss``: the kernel carries that across fork + exec, so a process
+    started by a large parent (a benchmark's child, a worker) reports the parent's peak.
+    Elsewhere ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / _MB if sys.platform == "darwin" else peak / 1024.0
 

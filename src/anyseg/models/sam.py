@@ -190,7 +190,7 @@ class SamFamilyPredictor(Predictor):
     #: decode point / box prompts without a mask input through :class:`~anyseg.models.sam_decoder.FastMaskDecoder`
     #: (same numbers as transformers' decoder up to float rounding; set False to call the model's forward)
     fast_decoder: bool = True
-    #: ``torch.autocast`` dtype for the fast decoder (``None``: fp32); the ``torch-bf16`` runtime sets bf16
+    #: dtype of the fast decoder's image-sized GEMMs (``None``: fp32); ``torch-bf16`` sets bf16, ``torch-fp16`` fp16
     decoder_autocast: Any = None
     #: prompts per fast-decoder pass: image-sized intermediates per prompt stay in cache
     fast_decoder_chunk: int = 1
@@ -214,13 +214,11 @@ class SamFamilyPredictor(Predictor):
                                               input_boxes=prompt_kwargs.get("input_boxes"), input_masks=None)
         sparse = sparse[0]
         step = max(1, int(self.fast_decoder_chunk))
-        dev = torch.device(self.device).type
         logits, scores = [], []
-        with torch.autocast(dev, dtype=self.decoder_autocast, enabled=self.decoder_autocast is not None):
-            for i in range(0, sparse.shape[0], step):
-                m, s = fast(image_embeddings, sparse[i:i + step], multimask)
-                logits.append(m.float())
-                scores.append(s.float())
+        for i in range(0, sparse.shape[0], step):
+            m, s = fast(image_embeddings, sparse[i:i + step], multimask, gemm_dtype=self.decoder_autocast)
+            logits.append(m.float())
+            scores.append(s.float())
         return torch.cat(logits), torch.cat(scores)
 
     @property

@@ -77,6 +77,15 @@ def _attend(q: Any, k: Any, v: Any, scaling: float) -> Any:
     return torch.matmul(a.softmax(dim=-1), v)
 
 
+def _mm(a: Any, b: Any, dt: Any) -> Any:
+    """``a @ b``; with ``dt`` (e.g. bf16) the operands are cast and the product comes back as float32."""
+    import torch
+
+    if dt is None or a.device.type not in ("cpu", "cuda"):
+        return torch.matmul(a, b)
+    return torch.matmul(a.to(dt), b.to(dt)).float()
+
+
 def _out(attn: Any) -> Any:
     return attn.o_proj if hasattr(attn, "o_proj") else attn.out_proj
 
@@ -166,7 +175,7 @@ class FastMaskDecoder:
         return self._weights[key]
 
     # -- attentions between T tokens and the N image tokens ---------------------------------
-    def _scores(self, tok: Any, proj: Any, keys: Any, nh: int) -> Any:
+    def _scores(self, tok: Any, proj: Any, keys: Any, nh: int, dt: Any = None) -> Any:
         """``tok_h @ proj(keys + pe)_h^T`` for every head, ``(B, H, T, N)``, without projecting ``keys``.
 
         ``(keys + pe) W_h^T + b_h`` is never formed: the T tokens go through ``W_h`` instead
@@ -178,10 +187,10 @@ class FastMaskDecoder:
         w, _ = self._per_head(proj, nh)
         b, _, t, _ = tok.shape
         tw = torch.matmul(tok, w)  # (B, H, T, C)
-        s = torch.matmul(tw.reshape(b, nh * t, -1), keys.transpose(1, 2)).view(b, nh, t, -1)
+        s = _mm(tw.reshape(b, nh * t, -1), keys.transpose(1, 2), dt).view(b, nh, t, -1)
         return s.add_(torch.matmul(tok, self._pe_term(proj, nh)))
 
-    def _token_to_image(self, attn: Any, queries: Any, qpe: Any, keys: Any) -> Any:
+    def _token_to_image(self, attn: Any, queries: Any, qpe: Any, keys: Any, dt: Any = None) -> Any:
         """The token-to-image attention with its ``o_proj``, ``(B, T, C)``, for ``keys`` of any layer.
 
         Values: the attention rows sum to 1, so ``A_h (keys W_h^T + b_h) = (A_h keys) W_h^T + b_h``.
@@ -190,13 +199,15 @@ class FastMaskDecoder:
 
         nh = attn.num_attention_heads
         q = _heads(attn.q_proj(queries + qpe), nh)
-        a = self._scores(q, attn.k_proj, keys, nh).mul_(attn.scaling).softmax(dim=-1)  # (B, H, T, N)
+        if dt is not None:
+            keys = keys.to(dt)  # once for both image-sized GEMMs
+        a = self._scores(q, attn.k_proj, keys, nh, dt).mul_(attn.scaling).softmax(dim=-1)  # (B, H, T, N)
         b, _, t, n = a.shape
-        ak = torch.matmul(a.view(b, nh * t, n), keys).view(b, nh, t, -1)  # (B, H, T, C)
+        ak = _mm(a.view(b, nh * t, n), keys, dt).view(b, nh, t, -1)  # (B, H, T, C)
         wv, bv = self._per_head(attn.v_proj, nh)
         return _out(attn)(_merge(torch.matmul(ak, wv.transpose(1, 2)) + bv))
 
-    def _image_to_token(self, attn: Any, scores: Any, queries: Any) -> Any:
+    def _image_to_token(self, attn: Any, scores: Any, queries: Any, dt: Any = None) -> Any:
         """The image-to-token attention's output, ``o_proj`` included: ``(B, N, C)``.
 
         ``scores``: ``(B, H, T, N)`` before scaling. The image tokens attend to only ``T`` prompt
@@ -213,15 +224,24 @@ class FastMaskDecoder:
         wh, bias = self._out_heads(attn)
         u = torch.matmul(vt, wh)  # (B, H, T, C)
         b, _, t, n = a.shape
-        return torch.baddbmm(bias, a.reshape(b, nh * t, n).transpose(1, 2), u.reshape(b, nh * t, -1))
+        if dt is None:
+            return torch.baddbmm(bias, a.reshape(b, nh * t, n).transpose(1, 2), u.reshape(b, nh * t, -1))
+        return _mm(a.reshape(b, nh * t, n).transpose(1, 2), u.reshape(b, nh * t, -1), dt).add_(bias)
 
     # -- one decoder call -----------------------------------------------------------------
-    def __call__(self, image_embeddings: Any, sparse: Any, multimask: bool) -> tuple[Any, Any]:
+    def __call__(self, image_embeddings: Any, sparse: Any, multimask: bool, gemm_dtype: Any = None) -> tuple[Any, Any]:
         """``sparse``: ``(B, T, C)`` prompt-encoder tokens. Returns ``(masks (B, M, 4h, 4w), iou (B, M))``.
 
         ``M`` = 3 with ``multimask``, else 1 (SAM 2's stability fallback included), in the
         decoder's order, as transformers' ``pred_masks`` / ``iou_scores`` for one image.
+
+        ``gemm_dtype`` (e.g. ``torch.bfloat16``): the image-sized GEMMs (attention scores and
+        values over the image tokens, the image-to-token output, the upscaling and the final
+        mask product) run in that dtype with float32 results; everything on the few prompt
+        tokens (projections, MLPs, the IoU head), LayerNorms, softmaxes and GELUs stay float32,
+        so the scores that rank the candidates lose little. Outputs are float32.
         """
+        dt = gemm_dtype
         import torch
 
         st = self.image_state(image_embeddings)
@@ -248,7 +268,7 @@ class FastMaskDecoder:
                 q = _heads(t2i.q_proj(queries + qpe), t2i.num_attention_heads)
                 attn = _out(t2i)(_merge(_attend(q, st["k1"], st["v1"], t2i.scaling)))
             else:
-                attn = self._token_to_image(t2i, queries, qpe, keys)
+                attn = self._token_to_image(t2i, queries, qpe, keys, dt)
             queries = layer.layer_norm2(queries + attn)
             queries = layer.layer_norm3(queries + layer.mlp(queries))
 
@@ -257,11 +277,11 @@ class FastMaskDecoder:
             if li == 0:
                 scores = torch.matmul(kt, st["q1"].transpose(-1, -2))  # (B, H, T, N)
             else:
-                scores = self._scores(kt, i2t.q_proj, keys, nh)
-            keys = layer.layer_norm4(keys + self._image_to_token(i2t, scores, queries))
+                scores = self._scores(kt, i2t.q_proj, keys, nh, dt)
+            keys = layer.layer_norm4(keys + self._image_to_token(i2t, scores, queries, dt))
 
         fa = tr.final_attn_token_to_image
-        queries = tr.layer_norm_final_attn(queries + self._token_to_image(fa, queries, qpe, keys))
+        queries = tr.layer_norm_final_attn(queries + self._token_to_image(fa, queries, qpe, keys, dt))
 
         first_mask = n_out - dec.num_mask_tokens
         iou = dec.iou_prediction_head(queries[:, first_mask - 1])  # (B, num_mask_tokens)
@@ -269,7 +289,7 @@ class FastMaskDecoder:
         wanted = list(range(1, dec.num_mask_tokens)) if multimask else (
             list(range(dec.num_mask_tokens)) if dynamic else [0])
         hyper = torch.stack([dec.output_hypernetworks_mlps[i](queries[:, first_mask + i]) for i in wanted], dim=1)
-        masks = self._upscale(keys, st, hyper)  # (B, len(wanted), 4h, 4w)
+        masks = self._upscale(keys, st, hyper, dt)  # (B, len(wanted), 4h, 4w)
         iou = iou[:, wanted]
         if dynamic:
             m, s = dec._dynamic_multimask_via_stability(masks[None], iou[None])
@@ -282,7 +302,7 @@ class FastMaskDecoder:
         o = _attend(_heads(attn.q_proj(q), nh), _heads(attn.k_proj(k), nh), _heads(attn.v_proj(v), nh), attn.scaling)
         return _out(attn)(_merge(o))
 
-    def _upscale(self, keys: Any, st: dict[str, Any], hyper: Any) -> Any:
+    def _upscale(self, keys: Any, st: dict[str, Any], hyper: Any, dt: Any = None) -> Any:
         """Transposed convs as GEMMs, skips and biases as the GEMMs' addends, LayerNorm, GELU, hyper product.
 
         A 2x2 stride-2 transposed convolution maps each input pixel to a 2 x 2 x C' block, and
@@ -300,13 +320,19 @@ class FastMaskDecoder:
         ln = dec.upscale_layer_norm
         o1 = w1.shape[1] // 4
         o2 = w2.shape[1] // 4
-        y = torch.baddbmm(add1, keys, w1.expand(b, -1, -1))  # (B, N, 4*o1): (h, w, i1, j1, o1)
+        if dt is None:
+            y = torch.baddbmm(add1, keys, w1.expand(b, -1, -1))  # (B, N, 4*o1): (h, w, i1, j1, o1)
+        else:
+            y = _mm(keys, w1, dt).add_(add1)
         y = F.layer_norm(y.view(b, 4 * n, o1), (o1,), ln.weight, ln.bias, ln.eps)
         y = F.gelu(y)
-        z = torch.baddbmm(add2, y, w2.expand(b, -1, -1))  # (B, 4N, 4*o2): (h, w, i1, j1, i2, j2, o2)
+        if dt is None:
+            z = torch.baddbmm(add2, y, w2.expand(b, -1, -1))  # (B, 4N, 4*o2): (h, w, i1, j1, i2, j2, o2)
+        else:
+            z = _mm(y, w2, dt).add_(add2)
         z = F.gelu(z)
         m = hyper.shape[1]
-        masks = torch.bmm(z.view(b, 16 * n, o2), hyper.transpose(1, 2).to(z.dtype))  # (B, 16N, M)
+        masks = _mm(z.view(b, 16 * n, o2), hyper.transpose(1, 2), dt)  # (B, 16N, M)
         masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, M, h, i1, i2, w, j1, j2)
         return masks.reshape(b, m, 4 * h, 4 * w)
 
