@@ -76,13 +76,15 @@ def reference_runner(pred: Any) -> Runner:
 
     model = pred.model
 
+    dev = pred.device
+
     def encode(image):
         pv, geo = pred.preprocess(image)
         with torch.inference_mode():
-            return model.get_image_embeddings(pv), geo
+            return model.get_image_embeddings(pv.to(dev)), geo
 
     def finish(out, geo, rank: bool) -> list:
-        logits, scores = out.pred_masks[0].float(), out.iou_scores[0].float().numpy()
+        logits, scores = out.pred_masks[0].float().cpu(), out.iou_scores[0].float().cpu().numpy()
         res = []
         for j in range(logits.shape[0]):
             order = np.argsort(-scores[j], kind="stable") if rank else np.arange(scores.shape[1])
@@ -92,15 +94,16 @@ def reference_runner(pred: Any) -> Runner:
 
     def click(emb, xy):
         e, geo = emb
-        pts = torch.tensor(geo.to_model(np.array([xy], dtype=np.float64)), dtype=torch.float32)[None, None]
+        pts = torch.tensor(geo.to_model(np.array([xy], dtype=np.float64)), dtype=torch.float32, device=dev)[None, None]
         with torch.inference_mode():
-            out = model(image_embeddings=e, input_points=pts, input_labels=torch.ones(1, 1, 1, dtype=torch.long),
-                        multimask_output=True)
+            out = model(image_embeddings=e, input_points=pts,
+                        input_labels=torch.ones(1, 1, 1, dtype=torch.long, device=dev), multimask_output=True)
         return finish(out, geo, rank=True)[0]
 
     def boxes(emb, bxs):
         e, geo = emb
-        b = torch.tensor(np.stack([geo.to_model(x.reshape(2, 2)).reshape(4) for x in bxs]), dtype=torch.float32)[None]
+        b = torch.tensor(np.stack([geo.to_model(x.reshape(2, 2)).reshape(4) for x in bxs]), dtype=torch.float32,
+                         device=dev)[None]
         with torch.inference_mode():
             out = model(image_embeddings=e, input_boxes=b, multimask_output=False)
         return finish(out, geo, rank=False)

@@ -37,6 +37,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
+#: float pixels upsampled at once in ``postprocess`` (masks are done in groups below this)
+POSTPROCESS_PIXELS = 8_000_000
+
 #: transformers model class per family
 MODEL_CLASSES = {
     "sam": "SamModel",
@@ -375,15 +378,17 @@ class SamFamilyPredictor(Predictor):
         import torch.nn.functional as F
 
         h, w = geo.original_size
-        out = np.zeros((low_res_logits.shape[0], h, w), dtype=bool)
-        for k in range(low_res_logits.shape[0]):  # one at a time: bounded memory on large images
-            x = low_res_logits[k][None, None]
+        m = low_res_logits.shape[0]
+        out = np.zeros((m, h, w), dtype=bool)
+        step = max(1, min(m, POSTPROCESS_PIXELS // max(h * w, geo.frame * geo.frame)))  # bounded memory on large images
+        for k in range(0, m, step):
+            x = low_res_logits[k:k + step][:, None]
             if self.family in ("sam", "sam_hq"):
                 nh, nw = geo.input_size
                 x = F.interpolate(x, (geo.frame, geo.frame), mode="bilinear", align_corners=False)
                 x = x[..., :nh, :nw]
             x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
-            out[k] = (x[0, 0] > 0).numpy()
+            out[k:k + step] = (x[:, 0] > 0).numpy()
         return out
 
     # -- automatic mask generation (anyseg.tasks.everything) ------------------------------

@@ -187,7 +187,8 @@ class FastMaskDecoder:
         w, _ = self._per_head(proj, nh)
         b, _, t, _ = tok.shape
         tw = torch.matmul(tok, w)  # (B, H, T, C)
-        s = _mm(tw.reshape(b, nh * t, -1), keys.transpose(1, 2), dt).view(b, nh, t, -1)
+        keys_t = keys[1] if isinstance(keys, tuple) else keys.transpose(1, 2)  # (B, C, N)
+        s = _mm(tw.reshape(b, nh * t, -1), keys_t, dt).view(b, nh, t, -1)
         return s.add_(torch.matmul(tok, self._pe_term(proj, nh)))
 
     def _token_to_image(self, attn: Any, queries: Any, qpe: Any, keys: Any, dt: Any = None) -> Any:
@@ -199,11 +200,9 @@ class FastMaskDecoder:
 
         nh = attn.num_attention_heads
         q = _heads(attn.q_proj(queries + qpe), nh)
-        if dt is not None:
-            keys = keys.to(dt)  # once for both image-sized GEMMs
         a = self._scores(q, attn.k_proj, keys, nh, dt).mul_(attn.scaling).softmax(dim=-1)  # (B, H, T, N)
         b, _, t, n = a.shape
-        ak = _mm(a.view(b, nh * t, n), keys, dt).view(b, nh, t, -1)  # (B, H, T, C)
+        ak = _mm(a.view(b, nh * t, n), keys[0] if isinstance(keys, tuple) else keys, dt).view(b, nh, t, -1)  # (B, H, T, C)
         wv, bv = self._per_head(attn.v_proj, nh)
         return _out(attn)(_merge(torch.matmul(ak, wv.transpose(1, 2)) + bv))
 
@@ -268,7 +267,8 @@ class FastMaskDecoder:
                 q = _heads(t2i.q_proj(queries + qpe), t2i.num_attention_heads)
                 attn = _out(t2i)(_merge(_attend(q, st["k1"], st["v1"], t2i.scaling)))
             else:
-                attn = self._token_to_image(t2i, queries, qpe, keys, dt)
+                keys_dt = self._low(keys, dt)  # cast (and transposed) once for this layer's GEMMs
+                attn = self._token_to_image(t2i, queries, qpe, keys_dt, dt)
             queries = layer.layer_norm2(queries + attn)
             queries = layer.layer_norm3(queries + layer.mlp(queries))
 
@@ -277,11 +277,12 @@ class FastMaskDecoder:
             if li == 0:
                 scores = torch.matmul(kt, st["q1"].transpose(-1, -2))  # (B, H, T, N)
             else:
-                scores = self._scores(kt, i2t.q_proj, keys, nh, dt)
-            keys = layer.layer_norm4(keys + self._image_to_token(i2t, scores, queries, dt))
+                scores = self._scores(kt, i2t.q_proj, keys_dt, nh, dt)
+            keys = layer.layer_norm4(self._image_to_token(i2t, scores, queries, dt).add_(keys))  # fresh: add in place
 
         fa = tr.final_attn_token_to_image
-        queries = tr.layer_norm_final_attn(queries + self._token_to_image(fa, queries, qpe, keys, dt))
+        keys_dt = self._low(keys, dt)
+        queries = tr.layer_norm_final_attn(queries + self._token_to_image(fa, queries, qpe, keys_dt, dt))
 
         first_mask = n_out - dec.num_mask_tokens
         iou = dec.iou_prediction_head(queries[:, first_mask - 1])  # (B, num_mask_tokens)
@@ -289,12 +290,21 @@ class FastMaskDecoder:
         wanted = list(range(1, dec.num_mask_tokens)) if multimask else (
             list(range(dec.num_mask_tokens)) if dynamic else [0])
         hyper = torch.stack([dec.output_hypernetworks_mlps[i](queries[:, first_mask + i]) for i in wanted], dim=1)
-        masks = self._upscale(keys, st, hyper, dt)  # (B, len(wanted), 4h, 4w)
+        masks = self._upscale(keys_dt[0] if isinstance(keys_dt, tuple) else keys_dt, st, hyper, dt)  # (B, M, 4h, 4w)
         iou = iou[:, wanted]
         if dynamic:
             m, s = dec._dynamic_multimask_via_stability(masks[None], iou[None])
             return m[0], s[0]
         return masks, iou
+
+    @staticmethod
+    def _low(keys: Any, dt: Any) -> Any:
+        """``keys`` for the image-sized GEMMs: as is in fp32, else ``(keys, keys^T)`` in ``dt``, contiguous
+        (bf16 GEMMs copy a transposed operand on every call; one copy per layer instead)."""
+        if dt is None:
+            return keys
+        k = keys.to(dt)
+        return k, k.transpose(1, 2).contiguous()
 
     @staticmethod
     def _self_attention(attn: Any, q: Any, k: Any, v: Any) -> Any:
@@ -322,19 +332,30 @@ class FastMaskDecoder:
         o2 = w2.shape[1] // 4
         if dt is None:
             y = torch.baddbmm(add1, keys, w1.expand(b, -1, -1))  # (B, N, 4*o1): (h, w, i1, j1, o1)
-        else:
-            y = _mm(keys, w1, dt).add_(add1)
-        y = F.layer_norm(y.view(b, 4 * n, o1), (o1,), ln.weight, ln.bias, ln.eps)
-        y = F.gelu(y)
-        if dt is None:
+            y = F.gelu(F.layer_norm(y.view(b, 4 * n, o1), (o1,), ln.weight, ln.bias, ln.eps))
             z = torch.baddbmm(add2, y, w2.expand(b, -1, -1))  # (B, 4N, 4*o2): (h, w, i1, j1, i2, j2, o2)
-        else:
-            z = _mm(y, w2, dt).add_(add2)
-        z = F.gelu(z)
+            z = F.gelu(z)
+            masks = torch.bmm(z.view(b, 16 * n, o2), hyper.transpose(1, 2))  # (B, 16N, M)
+        else:  # reduced precision: the upscaled maps stay in dt between the GEMMs (LayerNorm accumulates in fp32)
+            low = self._low_terms(st, dt)
+            y = torch.matmul(keys, low["w1"]).add_(low["add1"])  # keys arrive in dt
+            y = F.gelu(F.layer_norm(y.view(b, 4 * n, o1), (o1,), low["ln_w"], low["ln_b"], ln.eps))
+            z = F.gelu(torch.matmul(y, low["w2"]).add_(low["add2"]))
+            masks = torch.matmul(z.view(b, 16 * n, o2), hyper.transpose(1, 2).to(dt)).float()
         m = hyper.shape[1]
-        masks = _mm(z.view(b, 16 * n, o2), hyper.transpose(1, 2), dt)  # (B, 16N, M)
         masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)  # (B, M, h, i1, i2, w, j1, j2)
         return masks.reshape(b, m, 4 * h, 4 * w)
+
+    def _low_terms(self, st: dict[str, Any], dt: Any) -> dict[str, Any]:
+        """The upscaling's weights and addends in ``dt`` (per model / per image, cast once)."""
+        key = ("low", dt)
+        if key not in self._weights:
+            ln = self.dec.upscale_layer_norm
+            self._weights[key] = {"w1": self._weights["w1"].to(dt), "w2": self._weights["w2"].to(dt),
+                                  "ln_w": ln.weight.to(dt), "ln_b": ln.bias.to(dt)}
+        if key not in st:
+            st[key] = {"add1": st["add1"].to(dt), "add2": st["add2"].to(dt)}
+        return {**self._weights[key], **st[key]}
 
     def _upscale_terms(self, st: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         """GEMM weights of the two transposed convs and their addends (bias, plus SAM 2's skips)."""
