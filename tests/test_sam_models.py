@@ -351,3 +351,19 @@ def test_shared_first_layer_projections_change_nothing(predictors, family, monke
     monkeypatch.setattr(sam_mod, "_SHARED_ROWS", Off())
     plain = p.decode_points(emb, pts)
     assert torch.equal(shared[0], plain[0]) and torch.equal(shared[1], plain[1])
+
+
+@pytest.mark.parametrize("size", [(480, 640), (640, 480), (97, 333), (1024, 1024), (700, 701), (3, 2000)])
+def test_upsample_to_input_equals_the_two_step_reference(size):
+    """Upsampling only the rows and columns the crop keeps gives bit-identical values."""
+    import torch.nn.functional as F
+
+    from anyseg.models.sam import Geometry, _upsample_to_input
+
+    x = torch.randn(3, 1, 256, 256, generator=torch.Generator().manual_seed(0))
+    geo = Geometry.for_family("sam", size, 1024)
+    nh, nw = geo.input_size
+    ref = F.interpolate(x, (1024, 1024), mode="bilinear", align_corners=False)[..., :nh, :nw]
+    got = _upsample_to_input(x, geo)
+    assert got.shape == ref.shape
+    assert torch.equal(got, ref)

@@ -88,6 +88,27 @@ def _read_preprocessor(folder: Path, family: str) -> tuple[tuple[float, ...], tu
     return normalization(read_preprocessor(folder), *_default_norm(family))
 
 
+def _upsample_to_input(x: Any, geo: "Geometry") -> Any:
+    """SAM's ``interpolate(low-res -> frame x frame)[:nh, :nw]`` without computing the padding.
+
+    With an integer factor ``f = frame / low`` (4), output pixel ``i`` reads source rows
+    ``floor((i + 0.5) / f - 0.5)`` and the next one, so rows ``< nh`` need only the first
+    ``ceil(nh / f) + 1`` source rows: the cropped source upsampled by the same ``scale_factor``
+    gives the same values there (the edge clamp only touches rows ``>= nh``). The reference's
+    own two-step path runs when the factor is not an integer.
+    """
+    import torch.nn.functional as F
+
+    nh, nw = geo.input_size
+    low = int(x.shape[-1])
+    if geo.frame % low or x.shape[-2] != low:
+        return F.interpolate(x, (geo.frame, geo.frame), mode="bilinear", align_corners=False)[..., :nh, :nw]
+    f = geo.frame // low
+    sh, sw = min(low, -(-nh // f) + 1), min(low, -(-nw // f) + 1)
+    up = F.interpolate(x[..., :sh, :sw], scale_factor=f, mode="bilinear", align_corners=False)
+    return up[..., :nh, :nw]
+
+
 class _SharedRowsLinear:
     """Wraps a decoder ``nn.Linear`` whose input rows are identical copies in a point batch.
 
@@ -384,9 +405,7 @@ class SamFamilyPredictor(Predictor):
         for k in range(0, m, step):
             x = low_res_logits[k:k + step][:, None]
             if self.family in ("sam", "sam_hq"):
-                nh, nw = geo.input_size
-                x = F.interpolate(x, (geo.frame, geo.frame), mode="bilinear", align_corners=False)
-                x = x[..., :nh, :nw]
+                x = _upsample_to_input(x, geo)
             x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
             out[k:k + step] = (x[:, 0] > 0).numpy()
         return out
@@ -472,8 +491,6 @@ class SamFamilyPredictor(Predictor):
         lead = tuple(low_res_logits.shape[:-2])
         x = low_res_logits.reshape(-1, 1, *low_res_logits.shape[-2:]).float()
         if self.family in ("sam", "sam_hq"):
-            nh, nw = geo.input_size
-            x = F.interpolate(x, (geo.frame, geo.frame), mode="bilinear", align_corners=False)
-            x = x[..., :nh, :nw]
+            x = _upsample_to_input(x, geo)
         x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
         return x.reshape(*lead, h, w)
