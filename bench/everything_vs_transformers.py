@@ -209,23 +209,37 @@ def smooth_masks(model: Any, cell: int = 16) -> None:
     rounding differences between the two sides' batch layouts (64 clicks per call vs 4) can
     flip masks of near-tied random models (the tiny configs); check parity without it.
     """
-    import torch
-    import torch.nn.functional as F
-
     forward = model.forward
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         out = forward(*args, **kwargs)
-        m = out["pred_masks"]
-        flat = m.reshape(-1, 1, *m.shape[-2:])
-        small = F.avg_pool2d(flat, cell)
-        smooth = F.interpolate(small, size=m.shape[-2:], mode="bilinear", align_corners=False).flatten(1)
-        frac = 0.03 + 0.37 * torch.frac(small.flatten(1).abs().mean(dim=1) * 1000.0)  # (n,) in [0.03, 0.40)
-        level = torch.stack([torch.quantile(row, 1.0 - f) for row, f in zip(smooth, frac)])
-        out["pred_masks"] = (smooth - level[:, None]).reshape(m.shape)
+        out["pred_masks"] = _smooth(out["pred_masks"], cell)
         return out
 
     model.forward = wrapped
+
+
+def smooth_predictor_masks(predictor: Any, cell: int = 16) -> None:
+    """:func:`smooth_masks` for anyseg's rescheduled decoder, which does not call ``model.forward``."""
+    run_fast = predictor._run_fast
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        logits, scores = run_fast(*args, **kwargs)
+        return _smooth(logits, cell), scores
+
+    predictor._run_fast = wrapped
+
+
+def _smooth(m: Any, cell: int) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    flat = m.reshape(-1, 1, *m.shape[-2:])
+    small = F.avg_pool2d(flat, cell)
+    smooth = F.interpolate(small, size=m.shape[-2:], mode="bilinear", align_corners=False).flatten(1)
+    frac = 0.03 + 0.37 * torch.frac(small.flatten(1).abs().mean(dim=1) * 1000.0)  # (n,) in [0.03, 0.40)
+    level = torch.stack([torch.quantile(row, 1.0 - f) for row, f in zip(smooth, frac)])
+    return (smooth - level[:, None]).reshape(m.shape)
 
 
 # -- runs ------------------------------------------------------------------------------------------
@@ -441,7 +455,8 @@ def main() -> int:
         pipe = pipeline("mask-generation", model=hf_model, image_processor=proc, device=-1)
         if args.smooth_masks:
             smooth_masks(hf_model)
-            smooth_masks(predictor.model)
+            smooth_masks(predictor.model)  # mask inputs (SAM 2's m2m) still go through the model's forward
+            smooth_predictor_masks(predictor)
         if args.fix_sam2_points:
             fix_sam2_points()
         if args.shared_points:
