@@ -39,7 +39,7 @@ def tiny_sam(tmp_path_factory) -> Path:
 def sam2_pair(tmp_path_factory):
     folder = BUILDERS["sam2"](tmp_path_factory.mktemp("onnx2") / "sam2")
     torch_model = load_model("sam2.1-hiera-tiny", weights=folder, device="cpu")
-    return torch_model, ort_rt.load_runtime(torch_model, "onnx", intra_op_num_threads=1)
+    return torch_model, ort_rt.load_runtime(torch_model, "onnx", intra_op_num_threads=1, decoder="onnx")
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +48,13 @@ def torch_pred(tiny_sam):
 
 
 @pytest.fixture(scope="module")
-def onnx_pred(torch_pred):
-    return ort_rt.load_runtime(torch_pred, "onnx", intra_op_num_threads=1)
+def onnx_pred(torch_pred):  # the exported decoder graph for every prompt: these tests check the graph
+    return ort_rt.load_runtime(torch_pred, "onnx", intra_op_num_threads=1, decoder="onnx")
 
 
 @pytest.fixture(scope="module")
 def int8_pred(torch_pred):
-    return ort_rt.load_runtime(torch_pred, "onnx-int8", intra_op_num_threads=1)
+    return ort_rt.load_runtime(torch_pred, "onnx-int8", intra_op_num_threads=1, decoder="onnx")
 
 
 def _image(h=120, w=200, seed=0):
@@ -241,3 +241,27 @@ def test_int8_keeps_the_sensitive_hiera_matmuls_fp32(sam2_pair, onnx_pred):
     assert not any("/mlp/proj_in/" in n for n in keep if "blocks.0/" in n), "early MLP inputs are quantized"
     assert ort_rt._fp32_nodes(onnx_pred.artifacts / "encoder.onnx") == []  # SAM's ViT: quantized as before
     assert ort_rt._options(True)["encoder_fp32"] == list(ort_rt.INT8_KEEP_FP32)  # part of the cache key
+
+
+def test_auto_decoder_uses_the_torch_decoder_for_points_and_boxes(torch_pred, monkeypatch):
+    """decoder='auto' (the default): ONNX encoder, anyseg's torch decoder; the graph for mask inputs."""
+    auto = ort_rt.load_runtime(torch_pred, "onnx", intra_op_num_threads=1)
+    assert auto.decoder == "auto"
+    img = _image(seed=4)
+    et, eo = torch_pred.embed(img), auto.embed(img)
+    graph_calls = []
+    real = auto.decode
+    monkeypatch.setattr(auto, "decode", lambda *a, **k: graph_calls.append(1) or real(*a, **k))
+    prompts = [Prompt(points=[[50, 60]]), Prompt(box=[10, 10, 150, 90]), Prompt(points=[[5, 6], [90, 40]], labels=[1, 0])]
+    got = auto.predict_batch(eo, prompts, multimask=True)
+    lo, so = auto.decode_points(eo, [[10, 10], [50, 60]])
+    assert graph_calls == []
+    for ref, g in zip(torch_pred.predict_batch(et, prompts, multimask=True), got):
+        _check(ref, g, 0.99, 1e-4)
+    lt, st = torch_pred.decode_points(et, [[10, 10], [50, 60]])
+    np.testing.assert_allclose(so.numpy(), st.numpy(), atol=1e-4, rtol=1e-3)
+    first = got[0]
+    auto.predict(eo, Prompt(points=[[50, 60]], mask_logits=first.logits[0]))
+    assert graph_calls == [1]  # mask inputs: the exported graph
+    with pytest.raises(InputError, match="unknown decoder"):
+        ort_rt.OnnxRuntimePredictor(torch_pred, decoder="tensorrt")
