@@ -9,8 +9,10 @@ what ``auto`` means on this machine.
 * a CPU with native bf16 (``avx512_bf16`` or ``amx_bf16``): ``torch-bf16`` (bf16 GEMMs run
   ~4x faster than fp32 there; masks within the reduced-precision parity reported);
 * any other CPU: ``torch`` (fp32, with the rescheduled mask decoder: the same numbers as
-  transformers' model). ONNX runtimes stay opt-in: their first use exports the model (about a
-  minute), and on these CPUs their decoder is slower than anyseg's torch decoder.
+  transformers' model). ONNX runtimes stay opt-in because their first use exports the model
+  (10-70 s, several GB of memory), a bad surprise for a one-shot command; once exported they
+  are the fastest encoders measured for SAM ViT (``onnx-int8``: x5-6 over eager fp32 with
+  identical masks on ViT-B), so services and batch runs on ViT models should ask for them.
 
 Evaluation (``anyseg eval``) defaults to ``torch`` instead: numbers that match the reference
 implementation, independent of the machine.
