@@ -395,3 +395,22 @@ def test_exports(client, tmp_path):
         assert np.array_equal(m, saved[item["annotation_id"]])
     assert client.get(f"/api/projects/{pid}/export", params={"format": "xml"}).status_code == 422
     assert client.get("/api/projects/999/export").status_code == 404
+
+
+def test_runtime_applies_to_a_model_loaded_by_name(tiny_sam, tmp_path):
+    """create_app(model=..., runtime=...) wraps the loaded model; the serve CLI passes --runtime (default auto)."""
+    import argparse
+
+    from anyseg.serve.cli import add_parser
+
+    app = create_app(model="sam-vit-base", weights=str(tiny_sam.folder), db_url=f"sqlite:///{tmp_path / 'r.db'}",
+                     runtime="torch-bf16")
+    pred = app.state.anyseg.predictor
+    assert pred.runtime == "torch-bf16" and pred.model_id.endswith("@bf16")
+    with TestClient(app) as c:
+        up = c.post("/api/images", files={"file": ("a.png", _png(), "image/png")}).json()
+        r = c.post(f"/api/images/{up['id']}/predict", json={"points": [[10, 10]]})
+        assert r.status_code == 200, r.text
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_parser(sub)
+    assert sub.choices["serve"].parse_args([]).runtime == "auto"
