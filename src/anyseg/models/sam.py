@@ -164,6 +164,15 @@ def group_prompts(prompts: list[Prompt], original_size: tuple[int, int], name: s
     return list(groups.values())
 
 
+def bind_model(obj: Any, spec: ModelSpec, model: Any, folder: Path | None, device: str,
+               mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> None:
+    """The attributes every SAM-family wrapper (image predictor, video tracker) carries."""
+    obj.spec, obj.name, obj.family, obj.model, obj.folder, obj.device = spec, spec.name, spec.family, model, folder, device
+    d_mean, d_std = _default_norm(spec.family)
+    obj.mean = tuple(mean or d_mean)
+    obj.std = tuple(std or d_std)
+
+
 def _model_type(folder: Path) -> str | None:
     try:
         return json.loads((Path(folder) / "config.json").read_text()).get("model_type")
@@ -197,15 +206,7 @@ class SamFamilyPredictor(Predictor):
 
     def __init__(self, spec: ModelSpec, model: Any, folder: Path | None = None, device: str = "cpu",
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None):
-        self.spec = spec
-        self.name = spec.name
-        self.family = spec.family
-        self.model = model
-        self.folder = folder
-        self.device = device
-        d_mean, d_std = _default_norm(spec.family)
-        self.mean = tuple(mean or d_mean)
-        self.std = tuple(std or d_std)
+        bind_model(self, spec, model, folder, device, mean, std)
         self.frame = int(model.config.prompt_encoder_config.image_size)
         _share_first_layer_projections(model)
         self._id = f"{spec.name}:{folder}" if folder else spec.name

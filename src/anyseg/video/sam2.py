@@ -284,20 +284,12 @@ class Sam2VideoTracker:
                  max_memory_frames: int | None = None) -> None:
         import transformers
 
-        from anyseg.models.sam import _default_norm
+        from anyseg.models.sam import bind_model
 
         if spec.family not in VIDEO_FAMILIES:
             raise ModelError(f"{spec.name} has no video model (family {spec.family!r})")
         _check_memory_frames(max_memory_frames)
-        self.spec = spec
-        self.name = spec.name
-        self.family = spec.family
-        self.model = model
-        self.folder = folder
-        self.device = device
-        d_mean, d_std = _default_norm(spec.family)
-        self.mean = tuple(mean or d_mean)
-        self.std = tuple(std or d_std)
+        bind_model(self, spec, model, folder, device, mean, std)
         cfg = model.config
         self.frame_size = int(cfg.prompt_encoder_config.image_size)
         #: what the memory bank reads: num_maskmem - 1 previous memories, max_object_pointers - 1 previous pointers
