@@ -72,10 +72,10 @@ def test_bf16_runtime_parity(predictors, family):
     image = _image()
     _, ref = _run(base, image)
     fast = apply_runtime(base, "torch-bf16")
-    assert str(fast.decoder_autocast) == "torch.bfloat16"
+    assert str(fast.decoder_dtype) == "torch.bfloat16"
     # the encoder's parity here; a bf16 decoder on tiny random weights (logits ~1e-5, sums of
     # larger terms) is noise, so its parity is measured on the real-size model by bench.latency
-    fast.decoder_autocast = None
+    fast.decoder_dtype = None
     emb, out = _run(fast, image)
     assert emb.model_id.endswith("@bf16")
     feats = emb.features["image_embeddings"]

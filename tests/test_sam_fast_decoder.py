@@ -138,7 +138,7 @@ def test_bf16_gemms_run_in_bf16(preds, monkeypatch):
     emb = p.embed(_image(seed=3))
     prompt = Prompt(points=[[40, 50]])
     ref = p.predict(emb, prompt, multimask=True)
-    monkeypatch.setattr(p, "decoder_autocast", torch.bfloat16)
+    monkeypatch.setattr(p, "decoder_dtype", torch.bfloat16)
     got = p.predict(emb, prompt, multimask=True)
     assert got.logits.dtype == np.float32 and got.masks.shape == ref.masks.shape
     assert np.isfinite(got.logits).all() and not np.array_equal(got.logits, ref.logits)

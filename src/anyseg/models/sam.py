@@ -216,7 +216,7 @@ class SamFamilyPredictor(Predictor):
     #: (same numbers as transformers' decoder up to float rounding; set False to call the model's forward)
     fast_decoder: bool = True
     #: dtype of the fast decoder's image-sized GEMMs (``None``: fp32); ``torch-bf16`` sets bf16, ``torch-fp16`` fp16
-    decoder_autocast: Any = None
+    decoder_dtype: Any = None
     #: prompts per fast-decoder pass: image-sized intermediates per prompt stay in cache
     fast_decoder_chunk: int = 1
 
@@ -241,7 +241,7 @@ class SamFamilyPredictor(Predictor):
         step = max(1, int(self.fast_decoder_chunk))
         logits, scores = [], []
         for i in range(0, sparse.shape[0], step):
-            m, s = fast(image_embeddings, sparse[i:i + step], multimask, gemm_dtype=self.decoder_autocast)
+            m, s = fast(image_embeddings, sparse[i:i + step], multimask, gemm_dtype=self.decoder_dtype)
             logits.append(m.float())
             scores.append(s.float())
         return torch.cat(logits), torch.cat(scores)

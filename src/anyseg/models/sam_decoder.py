@@ -141,9 +141,7 @@ class FastMaskDecoder:
             "v1": _heads(t2i.v_proj(src[None]), t2i.num_attention_heads).contiguous(),
             "q1": _heads(i2t.q_proj(kin), i2t.num_attention_heads).contiguous(),
         }
-        if self.v2:  # high-resolution skips, arranged on first use by _upscale_terms
-            state["s0_raw"], state["s1_raw"] = image_embeddings[0][0], image_embeddings[1][0]
-        self._upscale_terms(state)
+        state["add1"], state["add2"] = self._upscale_addends(image_embeddings, h, w)
         return state
 
     # -- per-model weight views -----------------------------------------------------------
@@ -175,8 +173,10 @@ class FastMaskDecoder:
         return self._weights[key]
 
     # -- attentions between T tokens and the N image tokens ---------------------------------
-    def _scores(self, tok: Any, proj: Any, keys: Any, nh: int, dt: Any = None) -> Any:
+    def _scores(self, tok: Any, proj: Any, keys: tuple[Any, Any], nh: int, dt: Any = None) -> Any:
         """``tok_h @ proj(keys + pe)_h^T`` for every head, ``(B, H, T, N)``, without projecting ``keys``.
+
+        ``keys``: ``(keys, keys^T)`` from :meth:`_low`.
 
         ``(keys + pe) W_h^T + b_h`` is never formed: the T tokens go through ``W_h`` instead
         (``(tok_h W_h) keys^T + tok_h (pe W_h^T + b_h)^T``), a GEMM of inner size C over H * T rows
@@ -187,11 +187,10 @@ class FastMaskDecoder:
         w, _ = self._per_head(proj, nh)
         b, _, t, _ = tok.shape
         tw = torch.matmul(tok, w)  # (B, H, T, C)
-        keys_t = keys[1] if isinstance(keys, tuple) else keys.transpose(1, 2)  # (B, C, N)
-        s = _mm(tw.reshape(b, nh * t, -1), keys_t, dt).view(b, nh, t, -1)
+        s = _mm(tw.reshape(b, nh * t, -1), keys[1], dt).view(b, nh, t, -1)
         return s.add_(torch.matmul(tok, self._pe_term(proj, nh)))
 
-    def _token_to_image(self, attn: Any, queries: Any, qpe: Any, keys: Any, dt: Any = None) -> Any:
+    def _token_to_image(self, attn: Any, queries: Any, qpe: Any, keys: tuple[Any, Any], dt: Any = None) -> Any:
         """The token-to-image attention with its ``o_proj``, ``(B, T, C)``, for ``keys`` of any layer.
 
         Values: the attention rows sum to 1, so ``A_h (keys W_h^T + b_h) = (A_h keys) W_h^T + b_h``.
@@ -202,7 +201,7 @@ class FastMaskDecoder:
         q = _heads(attn.q_proj(queries + qpe), nh)
         a = self._scores(q, attn.k_proj, keys, nh, dt).mul_(attn.scaling).softmax(dim=-1)  # (B, H, T, N)
         b, _, t, n = a.shape
-        ak = _mm(a.view(b, nh * t, n), keys[0] if isinstance(keys, tuple) else keys, dt).view(b, nh, t, -1)  # (B, H, T, C)
+        ak = _mm(a.view(b, nh * t, n), keys[0], dt).view(b, nh, t, -1)  # (B, H, T, C)
         wv, bv = self._per_head(attn.v_proj, nh)
         return _out(attn)(_merge(torch.matmul(ak, wv.transpose(1, 2)) + bv))
 
@@ -240,9 +239,9 @@ class FastMaskDecoder:
         tokens (projections, MLPs, the IoU head), LayerNorms, softmaxes and GELUs stay float32,
         so the scores that rank the candidates lose little. Outputs are float32.
         """
-        dt = gemm_dtype
         import torch
 
+        dt = gemm_dtype
         st = self.image_state(image_embeddings)
         dec, tr = self.dec, self.dec.transformer
         b = sparse.shape[0]
@@ -290,7 +289,7 @@ class FastMaskDecoder:
         wanted = list(range(1, dec.num_mask_tokens)) if multimask else (
             list(range(dec.num_mask_tokens)) if dynamic else [0])
         hyper = torch.stack([dec.output_hypernetworks_mlps[i](queries[:, first_mask + i]) for i in wanted], dim=1)
-        masks = self._upscale(keys_dt[0] if isinstance(keys_dt, tuple) else keys_dt, st, hyper, dt)  # (B, M, 4h, 4w)
+        masks = self._upscale(keys_dt[0], st, hyper, dt)  # (B, len(wanted), 4h, 4w)
         iou = iou[:, wanted]
         if dynamic:
             m, s = dec._dynamic_multimask_via_stability(masks[None], iou[None])
@@ -298,11 +297,12 @@ class FastMaskDecoder:
         return masks, iou
 
     @staticmethod
-    def _low(keys: Any, dt: Any) -> Any:
-        """``keys`` for the image-sized GEMMs: as is in fp32, else ``(keys, keys^T)`` in ``dt``, contiguous
-        (bf16 GEMMs copy a transposed operand on every call; one copy per layer instead)."""
+    def _low(keys: Any, dt: Any) -> tuple[Any, Any]:
+        """``(keys, keys^T)`` for the image-sized GEMMs: fp32 as is with a transposed view (fp32 GEMMs
+        take it without copying), else cast to ``dt`` with a contiguous transpose (bf16 GEMMs copy a
+        transposed operand on every call; one copy per layer instead)."""
         if dt is None:
-            return keys
+            return keys, keys.transpose(1, 2)
         k = keys.to(dt)
         return k, k.transpose(1, 2).contiguous()
 
@@ -326,7 +326,8 @@ class FastMaskDecoder:
         dec = self.dec
         b, n, c = keys.shape
         h, w = st["hw"]
-        w1, w2, add1, add2 = self._upscale_terms(st)
+        w1, w2 = self._upscale_weights()
+        add1, add2 = st["add1"], st["add2"]
         ln = dec.upscale_layer_norm
         o1 = w1.shape[1] // 4
         o2 = w2.shape[1] // 4
@@ -351,32 +352,31 @@ class FastMaskDecoder:
         key = ("low", dt)
         if key not in self._weights:
             ln = self.dec.upscale_layer_norm
-            self._weights[key] = {"w1": self._weights["w1"].to(dt), "w2": self._weights["w2"].to(dt),
-                                  "ln_w": ln.weight.to(dt), "ln_b": ln.bias.to(dt)}
+            w1, w2 = self._upscale_weights()
+            self._weights[key] = {"w1": w1.to(dt), "w2": w2.to(dt), "ln_w": ln.weight.to(dt), "ln_b": ln.bias.to(dt)}
         if key not in st:
             st[key] = {"add1": st["add1"].to(dt), "add2": st["add2"].to(dt)}
         return {**self._weights[key], **st[key]}
 
-    def _upscale_terms(self, st: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
-        """GEMM weights of the two transposed convs and their addends (bias, plus SAM 2's skips)."""
-        dec = self.dec
+    def _upscale_weights(self) -> tuple[Any, Any]:
+        """GEMM weights of the two transposed convs, columns ``(i, j, o)``."""
         if "w1" not in self._weights:
-            c1, c2 = dec.upscale_conv1, dec.upscale_conv2
+            c1, c2 = self.dec.upscale_conv1, self.dec.upscale_conv2
             # ConvTranspose2d(k=2, s=2): out[o, 2y+i, 2x+j] = sum_c in[c, y, x] W[c, o, i, j] + bias[o]
             self._weights["w1"] = c1.weight.permute(0, 2, 3, 1).reshape(c1.weight.shape[0], -1).contiguous()
             self._weights["w2"] = c2.weight.permute(0, 2, 3, 1).reshape(c2.weight.shape[0], -1).contiguous()
-            self._weights["b1"] = c1.bias.repeat(4)  # columns (i, j, o)
-            self._weights["b2"] = c2.bias.repeat(4)
-        w1, w2, b1, b2 = (self._weights[k] for k in ("w1", "w2", "b1", "b2"))
-        if "add1" not in st:
-            if self.v2:
-                h, w = st["hw"]
-                s0, s1 = st.pop("s0_raw"), st.pop("s1_raw")  # (o2, 4h, 4w), (o1, 2h, 2w)
-                o1, o2 = s1.shape[0], s0.shape[0]
-                # s1[o, 2h+i, 2w+j] -> (h, w, i, j, o); s0[o, 4h+2i1+i2, 4w+2j1+j2] -> (h, w, i1, j1, i2, j2, o)
-                st["add1"] = (s1.view(o1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(h * w, 4 * o1) + b1)[None]
-                s0 = s0.view(o2, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)
-                st["add2"] = (s0.reshape(4 * h * w, 4 * o2) + b2)[None].contiguous()
-            else:
-                st["add1"], st["add2"] = b1, b2
-        return w1, w2, st["add1"], st["add2"]
+        return self._weights["w1"], self._weights["w2"]
+
+    def _upscale_addends(self, image_embeddings: Any, h: int, w: int) -> tuple[Any, Any]:
+        """What the two upscaling GEMMs add: their biases, tiled over ``(i, j)``, plus SAM 2's skips in
+        the GEMMs' pixel order (per image)."""
+        b1 = self.dec.upscale_conv1.bias.repeat(4)  # columns (i, j, o)
+        b2 = self.dec.upscale_conv2.bias.repeat(4)
+        if not self.v2:
+            return b1, b2
+        s0, s1 = image_embeddings[0][0], image_embeddings[1][0]  # (o2, 4h, 4w), (o1, 2h, 2w)
+        o1, o2 = s1.shape[0], s0.shape[0]
+        # s1[o, 2h+i, 2w+j] -> (h, w, i, j, o); s0[o, 4h+2i1+i2, 4w+2j1+j2] -> (h, w, i1, j1, i2, j2, o)
+        add1 = (s1.view(o1, h, 2, w, 2).permute(1, 3, 2, 4, 0).reshape(h * w, 4 * o1) + b1)[None]
+        s0 = s0.view(o2, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0)
+        return add1, (s0.reshape(4 * h * w, 4 * o2) + b2)[None].contiguous()

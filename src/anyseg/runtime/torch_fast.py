@@ -232,11 +232,11 @@ def apply_runtime(predictor: SamFamilyPredictor, runtime: str,
         if runtime == "torch-fp16" and not str(predictor.device).startswith("cuda"):
             raise InputError("torch-fp16 runs on CUDA devices only (CPUs have no fast fp16 GEMMs); "
                              "use torch-bf16 or torch on CPU")
-        fast.decoder_autocast = getattr(torch, AUTOCAST[runtime])
+        fast.decoder_dtype = getattr(torch, AUTOCAST[runtime])
         if runtime == "torch-bf16" and not str(predictor.device).startswith("cuda"):
             use_chunked_attention(predictor.model)  # on CUDA, SDPA's kernels already win in bf16
     fast.decode_chunk = int(decode_chunk)
     fast._encoder = _Encoder(predictor.model, runtime)
     base_id = predictor.model_id
-    fast._id = f"{base_id}@{AUTOCAST[runtime].replace('bfloat', 'bf').replace('float', 'fp')}" if runtime in AUTOCAST else base_id
+    fast._id = f"{base_id}@{runtime.removeprefix('torch-')}" if runtime in AUTOCAST else base_id  # ...@bf16 / @fp16
     return fast
