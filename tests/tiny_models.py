@@ -111,20 +111,26 @@ BUILDERS = {"sam": build_sam, "sam_hq": build_sam_hq, "sam2": build_sam2}
 SAM3_FRAME = 252  # 18 x 18 patches of 14 pixels (the real model: 1008 = 72 x 14)
 
 
+def sam3_vision(frame: int, fpn_hidden: int, **extra) -> dict:
+    """A tiny SAM 3 ViT vision config (patch 14) for a ``frame``-pixel input, as a dict."""
+    g = frame // 14
+    return dict(
+        model_type="sam3_vision_model",
+        backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=2, image_size=frame, patch_size=14, window_size=6,
+                             global_attn_indexes=[1], pretrain_image_size=frame),
+        fpn_hidden_size=fpn_hidden,
+        backbone_feature_sizes=[[4 * g, 4 * g], [2 * g, 2 * g], [g, g]],
+        **extra,
+    )
+
+
 def build_sam3_tracker(folder: Path, seed: int = 0) -> Path:
     import torch
     from transformers import Sam3TrackerConfig, Sam3TrackerModel
 
     torch.manual_seed(seed)
-    g = SAM3_FRAME // 14
-    vision = dict(
-        model_type="sam3_vision_model",
-        backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=2, image_size=SAM3_FRAME, patch_size=14, window_size=6,
-                             global_attn_indexes=[1], pretrain_image_size=SAM3_FRAME),
-        fpn_hidden_size=32,
-        backbone_feature_sizes=[[4 * g, 4 * g], [2 * g, 2 * g], [g, g]],
-    )
+    vision = sam3_vision(SAM3_FRAME, 32)
     cfg = Sam3TrackerConfig(
         vision_config=vision,
         prompt_encoder_config=dict(hidden_size=32, image_size=SAM3_FRAME, patch_size=14, mask_input_channels=4),

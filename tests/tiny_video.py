@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tiny_models import _hiera_vision
+from tiny_models import _hiera_vision, sam3_vision
 
 SAM2_FRAME = 128
 SAM2_HIDDEN = 128
@@ -96,14 +96,7 @@ def build_sam2_video(folder: Path, seed: int = 0) -> Path:
 def sam3_tracker_video_dict() -> dict:
     """Keyword arguments of a tiny ``Sam3TrackerVideoConfig``."""
     g = SAM3_FRAME // 14
-    vision = dict(
-        model_type="sam3_vision_model",
-        backbone_config=dict(model_type="sam3_vit_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=2, image_size=SAM3_FRAME, patch_size=14, window_size=6,
-                             global_attn_indexes=[1], pretrain_image_size=SAM3_FRAME),
-        fpn_hidden_size=SAM3_HIDDEN, image_size=SAM3_FRAME,
-        backbone_feature_sizes=[[4 * g, 4 * g], [2 * g, 2 * g], [g, g]],
-    )
+    vision = sam3_vision(SAM3_FRAME, SAM3_HIDDEN, image_size=SAM3_FRAME)
     return dict(vision_config=vision, image_size=SAM3_FRAME, initializer_range=INIT_RANGE,
                 **_heads(SAM3_HIDDEN, SAM3_FRAME, 14), **_memory(SAM3_HIDDEN, g))
 

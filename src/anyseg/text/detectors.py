@@ -202,7 +202,20 @@ def build_caption(names: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
     return " ".join(parts), spans
 
 
-class GroundingDinoDetector:
+class _Detector:
+    """What every open-vocabulary detector wrapper carries: its spec, model, tokenizer, device, normalisation."""
+
+    def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, device: str,
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.mean, self.std = tuple(mean), tuple(std)
+
+
+class GroundingDinoDetector(_Detector):
     """Grounding DINO through transformers: one caption of all names, token scores mapped back to names."""
 
     family = "grounding_dino"
@@ -210,12 +223,7 @@ class GroundingDinoDetector:
     def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, device: str = "cpu",
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  shortest_edge: int = DINO_SHORTEST_EDGE, longest_edge: int | None = DINO_LONGEST_EDGE):
-        self.spec = spec
-        self.name = spec.name
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.mean, self.std = tuple(mean), tuple(std)
+        super().__init__(spec, model, tokenizer, device, mean, std)
         self.shortest_edge, self.longest_edge = int(shortest_edge), longest_edge
 
     @classmethod
@@ -339,19 +347,14 @@ class Queries:
     attention_mask: list[list[int]]
 
 
-class Owlv2Detector:
+class Owlv2Detector(_Detector):
     """OWLv2 through transformers: one query per name, padding to a square, boxes mapped via the square's side."""
 
     family = "owlv2"
 
     def __init__(self, spec: ModelSpec, model: Any, tokenizer: Any, device: str = "cpu",
                  mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD, pad_value: float = OWL_PAD_VALUE):
-        self.spec = spec
-        self.name = spec.name
-        self.model = model
-        self.tokenizer = tokenizer
-        self.device = device
-        self.mean, self.std = tuple(mean), tuple(std)
+        super().__init__(spec, model, tokenizer, device, mean, std)
         self.pad_value = float(pad_value)
         self.frame = int(model.config.vision_config.image_size)
 
