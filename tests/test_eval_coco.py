@@ -155,14 +155,25 @@ def test_bad_inputs():
         coco_mask_ap(gt, [{k: v for k, v in ok.items() if k != "score"}])
     with pytest.raises(InputError, match="RLE size"):
         coco_mask_ap(gt, [dict(ok, segmentation=encode(np.zeros((16, 16), bool)))])
-    with pytest.raises(InputError, match="compressed RLE"):
-        coco_mask_ap(gt, [dict(ok, segmentation=[[0, 0, 5, 0, 5, 5]])])
+    with pytest.raises(InputError, match="polygons .* or an RLE dict"):
+        coco_mask_ap(gt, [dict(ok, segmentation="0000")])
     with pytest.raises(InputError, match="malformed"):
         coco_mask_ap(gt, [dict(ok, segmentation={"size": [32, 32], "counts": "\x7f"})])
     with pytest.raises(InputError, match="categories"):
         coco_mask_ap({"images": [], "annotations": []}, [])
     with pytest.raises(InputError, match="height"):
         coco_mask_ap({"images": [{"id": 1}], "annotations": [], "categories": []}, [])
+
+
+def test_polygon_and_uncompressed_predictions_equal_their_compressed_rle():
+    # results may carry polygons or uncompressed RLE: scored as the compressed RLE of the same mask
+    gt = _single_gt()
+    square = [[0, 0, 10, 0, 10, 10, 0, 10]]  # the 10x10 gt square, as a polygon
+    by_rle = coco_mask_ap(gt, [_pred(7, 3, _box(32, 32, 0, 10, 0, 10), 0.9)])
+    assert coco_mask_ap(gt, [{"image_id": 7, "category_id": 3, "segmentation": square, "score": 0.9}]) == by_rle
+    unc = {"image_id": 7, "category_id": 3, "segmentation": to_uncompressed(_box(32, 32, 0, 10, 0, 10)), "score": 0.9}
+    assert coco_mask_ap(gt, [unc]) == by_rle
+    assert by_rle["AP"] == pytest.approx(1.0)
 
 
 def test_masks_to_results_round_trip():

@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,14 +33,100 @@ def _files_by_stem(folder: Path, what: str) -> dict[str, Path]:
     return files
 
 
-def _read_array(path: Path) -> tuple[np.ndarray, str]:
-    from PIL import Image
+#: Largest JSON file the readers load into memory (LVIS' 1.1 GB training set fits).
+MAX_JSON_BYTES = 2 * 1024**3
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file", max_bytes: int | None = None) -> Any:
+    """The parsed content of a JSON file of at most ``max_bytes`` (default :data:`MAX_JSON_BYTES`).
+
+    A missing file, a folder or device, a file over the limit, or one that is not UTF-8 JSON
+    is a one-line :class:`InputError` naming the file (``what`` says what it should be).
+    """
+    path = Path(path)
+    limit = MAX_JSON_BYTES if max_bytes is None else int(max_bytes)
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a regular file")
+    too_big = f"{what} {path} is larger than the {limit / 1e6:g} MB a JSON file may have"
+    try:
+        if path.stat().st_size > limit:
+            raise InputError(too_big)
+        with path.open("rb") as f:
+            raw = f.read(path.stat().st_size + 1)  # (read(n) allocates n bytes up front)
+    except OSError as e:
+        raise InputError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if len(raw) > limit:
+        raise InputError(too_big)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise InputError(f"cannot read {what} {path}: not valid UTF-8 JSON ({str(e)[:120]})") from None
+
+
+def _open_mask(path: Path, size: tuple[int, int] | None, reference: str, max_pixels: int | None = None):
+    """The opened (not yet decoded) image at ``path``, its declared size checked first."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    from anyseg.io.images import max_pixels_default
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im), im.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except FileNotFoundError:
+        raise InputError(f"mask file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise InputError(f"cannot read {path}: not an image (or an unsupported format)") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise InputError(f"mask {path} is too large (decompression bomb check)") from None
     except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"cannot read {path}: {e}") from None
+    w, h = im.size
+    limit = max_pixels_default() if max_pixels is None else int(max_pixels)
+    if w * h > limit:
+        im.close()
+        raise InputError(f"mask {path} has {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+                         f"{limit / 1e6:g} megapixels (raise it with ANYSEG_MAX_PIXELS)")
+    if size is not None and (h, w) != tuple(size):
+        im.close()
+        raise InputError(f"mask {path} is {w}x{h} but {reference} is {size[1]}x{size[0]}")
+    return im
+
+
+def _mask_pixels(im) -> tuple[np.ndarray, str]:
+    """Pixels of a decoded mask image, the alpha channel dropped and 1-bit masks as 0/255."""
+    mode = im.mode
+    if mode == "1":
+        return np.asarray(im.convert("L")), "L"
+    if mode in ("LA", "La", "PA"):
+        return np.asarray(im)[..., 0], mode[0]
+    if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(im.convert("RGB")), "RGB"
+    return np.asarray(im), mode
+
+
+def _read_array(path: Path, size: tuple[int, int] | None = None, reference: str = "the expected size",
+                max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """``(pixels, mode)`` of a mask, label map or annotation image, checked before decoding.
+
+    The declared size must be within ``max_pixels`` (default ``ANYSEG_MAX_PIXELS`` or 40 MP)
+    and equal ``size=(H, W)`` when given; a ``(H, W, C)`` result has colour channels only.
+    """
+    import warnings
+
+    from PIL import Image
+
+    im = _open_mask(Path(path), size, reference, max_pixels)
+    try:
+        with im, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+            return _mask_pixels(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InputError(f"cannot read {path}: {e}") from None
 
 
@@ -131,11 +218,27 @@ class VideoSample:
         return read_object_ids(path)
 
     def load_annotations(self) -> np.ndarray:
-        return np.stack([self.load_annotation(i) for i in range(len(self))])
+        """``(T, H, W)`` object ids of every frame; every annotation must have the first one's size."""
+        first = self.load_annotation(0)
+        out = np.empty((len(self), *first.shape), dtype=np.int32)
+        out[0] = first
+        for i in range(1, len(self)):
+            path = self.annotations[i]
+            if path is None:
+                raise InputError(f"frame {i} of sequence {self.name} has no annotation")
+            out[i] = read_object_ids(path, size=first.shape, reference=f"frame 0 of sequence {self.name}")
+        return out
 
 
-def read_object_ids(path: Path) -> np.ndarray:
-    arr, mode = _read_array(path)
+def read_object_ids(path: Path, size: tuple[int, int] | None = None, reference: str = "the expected size",
+                    max_pixels: int | None = None) -> np.ndarray:
+    """``(H, W)`` int32 object ids of a mask image: palette indices of 'P' images, else 1 where > 127.
+
+    With ``size=(H, W)`` a mask of another size is refused before its pixels are decoded
+    (``reference`` names what the size is, in the message); so is one over ``max_pixels``
+    (default ``ANYSEG_MAX_PIXELS`` or 40 MP).
+    """
+    arr, mode = _read_array(path, size, reference, max_pixels)
     if mode == "P":
         return arr.astype(np.int32)
     if arr.ndim == 3:
@@ -214,6 +317,18 @@ def read_semantic(root: str | os.PathLike, num_classes: int, void_id: int = 255,
 # -- COCO ----------------------------------------------------------------------------------------
 
 
+def coco_id(value: Any, what: str, strings: bool = False) -> int | str:
+    """A COCO id: an int (or, with ``strings``, a str), never a bool, float or container.
+
+    Anything else is a one-line :class:`InputError` that starts with ``what``.
+    """
+    if isinstance(value, str) and strings:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{what} must be an integer id{' or a string' if strings else ''}; got {value!r:.40}")
+    return int(value)
+
+
 @dataclass
 class CocoData:
     """A COCO instance-segmentation file, with masks decoded per image on demand."""
@@ -221,55 +336,79 @@ class CocoData:
     path: Path
     data: dict
     image_root: Path | None = None
-    _by_image: dict[int, list[dict]] = field(default_factory=dict, repr=False)
+    _by_image: dict[int, list[tuple[int, dict]]] = field(default_factory=dict, repr=False)
+    _images: dict[int, dict] = field(default_factory=dict, repr=False)
 
     @property
     def image_ids(self) -> list[int]:
-        return [int(im["id"]) for im in self.data["images"]]
+        return list(self._images)
 
     def image_info(self, image_id: int) -> dict:
-        for im in self.data["images"]:
-            if int(im["id"]) == image_id:
-                return im
-        raise InputError(f"image id {image_id} not in {self.path}")
+        info = self._images.get(image_id)
+        if info is None:
+            raise InputError(f"image id {image_id!r:.40} not in {self.path}")
+        return info
 
     def instances(self, image_id: int):
-        """The image's ground truth as :class:`~anyseg.types.Masks` (labels = category ids)."""
-        from pycocotools import mask as mask_utils
+        """The image's ground truth as :class:`~anyseg.types.Masks` (labels = category ids).
 
+        Every segmentation goes through :func:`anyseg.masks.polygons.segmentation_to_rle` with
+        the image's size; a malformed one is an :class:`InputError` naming the file and the entry.
+        """
+        from anyseg.masks.polygons import segmentation_to_rle
+        from anyseg.masks.rle import decode
         from anyseg.types import Masks
 
         info = self.image_info(image_id)
         h, w = int(info["height"]), int(info["width"])
         anns = self._by_image.get(image_id, [])
+        rles = []
+        for index, a in anns:
+            try:
+                rles.append(segmentation_to_rle(a["segmentation"], h, w))
+            except InputError as e:
+                raise InputError(f"{self.path}: annotation #{index} (id {a.get('id')!r:.40}): {e}") from None
         out = np.zeros((len(anns), h, w), bool)
-        for i, a in enumerate(anns):
-            seg = a["segmentation"]
-            if isinstance(seg, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-            elif isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, h, w)
-            else:
-                rle = dict(seg, counts=seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"])
-            out[i] = mask_utils.decode(rle).astype(bool)
-        return Masks(out, labels=np.array([int(a["category_id"]) for a in anns], dtype=np.int64))
+        for i, rle in enumerate(rles):
+            out[i] = decode(rle)
+        return Masks(out, labels=np.array([int(a["category_id"]) for _, a in anns], dtype=np.int64))
+
+
+def _coco_images(data: dict, path: Path) -> dict[int, dict]:
+    from anyseg.masks.rle import check_size
+
+    images: dict[int, dict] = {}
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or any(k not in im for k in ("id", "height", "width")):
+            raise InputError(f"{path}: image #{i} needs 'id', 'height' and 'width'; got {im!r:.80}")
+        image_id = coco_id(im["id"], f"{path}: image #{i} 'id'")
+        check_size((im["height"], im["width"]), f"{path}: image #{i} [height, width]")
+        if image_id in images:
+            raise InputError(f"{path}: image #{i} repeats the image id {image_id!r}")
+        images[image_id] = im
+    return images
 
 
 def read_coco(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> CocoData:
+    """A COCO instance JSON file (at most :data:`MAX_JSON_BYTES`), its images and annotations checked.
+
+    Segmentations are checked when :meth:`CocoData.instances` decodes them.
+    """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"COCO file not found: {path}") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read COCO JSON {path}: {e}") from None
+    data = read_json(path, "COCO file")
+    if not isinstance(data, dict):
+        raise InputError(f"{path} is not COCO instance JSON: expected an object, got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise InputError(f"{path} is not COCO instance JSON: missing the {key!r} list")
-    known = {int(im["id"]) for im in data["images"]}
     coco = CocoData(path, data, Path(image_root) if image_root else None)
-    for a in data["annotations"]:
-        if int(a["image_id"]) not in known:
-            raise InputError(f"{path}: annotation {a.get('id')} refers to unknown image id {a['image_id']}")
-        coco._by_image.setdefault(int(a["image_id"]), []).append(a)
+    coco._images = _coco_images(data, path)
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict) or any(k not in a for k in ("image_id", "category_id", "segmentation")):
+            raise InputError(f"{path}: annotation #{i} needs 'image_id', 'category_id' and 'segmentation'")
+        image_id = coco_id(a["image_id"], f"{path}: annotation #{i} 'image_id'")
+        coco_id(a["category_id"], f"{path}: annotation #{i} 'category_id'")
+        if image_id not in coco._images:
+            raise InputError(f"{path}: annotation {a.get('id')!r:.40} refers to unknown image id {image_id!r:.40}")
+        coco._by_image.setdefault(image_id, []).append((i, a))
     return coco

@@ -238,8 +238,7 @@ def score_mask_files(pairs: Sequence[tuple[str, Any, MaskSample]], store: Result
 
     for name, pred_path, sample in _progress([p for p in pairs if p[0] not in store], "masks"):
         gt, ignore = sample.load_gt()
-        pred = read_object_ids(pred_path) > 0
-        _check_size("prediction", pred, gt, pred_path)
+        pred = read_object_ids(pred_path, size=gt.shape, reference="the ground truth") > 0
         store.add({"name": name, "iou": round(iou(pred, gt, ignore), 6), "dice": round(dice(pred, gt, ignore), 6),
                    "boundary_f": round(float(db_eval_boundary(gt, pred, ignore)), 6)})
     records = _records(store, (p[0] for p in pairs))
@@ -259,9 +258,7 @@ def score_video_files(pred_root, samples: Sequence[VideoSample], store: ResultSt
             path = next((p for p in (pred_root / s.name).glob(f"{frame.stem}.*") if p.suffix.lower() == ".png"), None)
             if path is None:
                 raise InputError(f"missing prediction {pred_root / s.name / (frame.stem + '.png')} for frame {t} of {s.name}")
-            ids = read_object_ids(path)
-            _check_size("prediction", ids, gt[t], path)
-            pred[t] = ids
+            pred[t] = read_object_ids(path, size=gt.shape[1:], reference="the ground truth")
         store.add(score_video(s.name, gt, pred, skip_first_last))
     records = _records(store, (s.name for s in samples))
     return records, video_summary(records)

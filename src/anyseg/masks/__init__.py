@@ -13,12 +13,21 @@ from anyseg.masks.boxes import (
 )
 from anyseg.masks.cleanup import clean_masks, remove_small_regions
 from anyseg.masks.overlay import draw_prompt, overlay, palette
-from anyseg.masks.polygons import mask_to_polygons, polygon_area, polygons_to_mask
-from anyseg.masks.rle import area, decode, decode_many, encode, encode_many, to_bbox, to_uncompressed
+from anyseg.masks.polygons import (
+    clip_polygon,
+    mask_to_polygons,
+    polygon_area,
+    polygons_to_mask,
+    polygons_to_rle,
+    segmentation_to_mask,
+    segmentation_to_rle,
+)
+from anyseg.masks.rle import area, decode, decode_many, encode, encode_many, to_bbox, to_uncompressed, validate
 
 __all__ = [
-    "encode", "encode_many", "decode", "decode_many", "area", "to_bbox", "to_uncompressed",
-    "mask_to_polygons", "polygons_to_mask", "polygon_area",
+    "encode", "encode_many", "decode", "decode_many", "area", "to_bbox", "to_uncompressed", "validate",
+    "mask_to_polygons", "polygons_to_mask", "polygons_to_rle", "polygon_area", "clip_polygon",
+    "segmentation_to_rle", "segmentation_to_mask",
     "box_area", "box_iou", "mask_iou", "clip_boxes", "xyxy_to_xywh", "xywh_to_xyxy",
     "nms", "batched_nms", "mask_nms",
     "remove_small_regions", "clean_masks",
