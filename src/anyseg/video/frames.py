@@ -111,7 +111,7 @@ class FolderFrames(FrameSource):
 class VideoFileFrames(FrameSource):
     """A video file decoded with OpenCV, forward; a backward or jumping request re-seeks."""
 
-    def __init__(self, path: Path, cache_frames: int = 4) -> None:
+    def __init__(self, path: Path, cache_frames: int = 4, max_frames: int | None = None) -> None:
         import cv2
 
         self.path = path
@@ -128,6 +128,9 @@ class VideoFileFrames(FrameSource):
             count = 1
             while cap.grab():
                 count += 1
+                if max_frames is not None and count > max_frames:
+                    cap.release()
+                    raise too_many_frames(str(path), f"more than {max_frames}", max_frames)
             cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             cap.read()
         self._cap = cap
@@ -157,18 +160,34 @@ class VideoFileFrames(FrameSource):
         self._cap.release()
 
 
-def open_frames(path: str | os.PathLike, fps: float | None = None, cache_frames: int = 4) -> FrameSource:
-    """A video file or a folder of frames; one-line :class:`InputError` when it is neither."""
+def too_many_frames(name: str, count: int | str, limit: int) -> InputError:
+    """The one-line error for a video over the frame bound of a run."""
+    return InputError(f"{name} has {count} frames, over the limit of {limit} frames per run "
+                      "(raise it with --max-frames or ANYSEG_MAX_FRAMES)")
+
+
+def open_frames(path: str | os.PathLike, fps: float | None = None, cache_frames: int = 4,
+                max_frames: int | None = None) -> FrameSource:
+    """A video file or a folder of frames; one-line :class:`InputError` when it is neither.
+
+    With ``max_frames``, a longer video is refused before its frames are checked or counted
+    by decoding (a folder's headers, a container that does not store its frame count).
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"video not found: {p}")
     if p.is_dir():
         src = FolderFrames(p, fps=fps or 24.0, cache_frames=cache_frames)
+        if max_frames is not None and len(src) > max_frames:
+            raise too_many_frames(src.name, len(src), max_frames)
         src.check_sizes()
         return src
     if p.suffix.lower() in IMAGE_SUFFIXES:
         raise InputError(f"{p} is an image, not a video: give a video file or a folder of frames")
-    src = VideoFileFrames(p, cache_frames=cache_frames)
+    src = VideoFileFrames(p, cache_frames=cache_frames, max_frames=max_frames)
+    if max_frames is not None and len(src) > max_frames:
+        src.close()
+        raise too_many_frames(src.name, len(src), max_frames)
     if fps:
         src.fps = float(fps)
     return src

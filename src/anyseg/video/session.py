@@ -126,12 +126,16 @@ class VideoSession:
         ``passes`` overrides the plan: ``[(start, end, reverse), ...]``. A frame may be yielded
         twice (the starting frame of a backward pass): the later value is the one to keep.
         """
+        from anyseg import cancel
+
         passes = self.plan() if passes is None else list(passes)
         for start, end, reverse in passes:
             start, end = self.frames.check_index(start), self.frames.check_index(end)
             if (start > end) != bool(reverse) and start != end:
                 raise InputError(f"a {'backward' if reverse else 'forward'} pass cannot go from frame {start} to {end}")
+            cancel.check()
             for index, objects in self.tracker.propagate(self.state, start, end, reverse=reverse):
+                cancel.check()  # between frames: a cancelled job stops after at most one more frame
                 yield index, masks_from_objects(objects, self.size)
         self._propagated = True
         self._pending.clear()
