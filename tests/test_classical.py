@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -169,6 +168,8 @@ def test_prompt_errors(predictor, disc_scene):
         predictor.predict(foreign, Prompt(box=[0, 0, 10, 10]))
     with pytest.raises(InputError):
         ClassicalPredictor(iterations=0)
+    with pytest.raises(InputError, match=r"iterations must be an integer in 1\.\.20; got 1000000"):
+        ClassicalPredictor(iterations=10**6)
 
 
 def test_degenerate_prompts_never_crash(predictor, disc_scene):
@@ -184,17 +185,16 @@ def test_degenerate_prompts_never_crash(predictor, disc_scene):
     assert res.masks.shape == (1, 1, 1)
 
 
-def test_deterministic_and_fast(predictor):
+def test_deterministic(predictor):
+    """Same prompt, same masks (the speed is measured by bench/classical_degenerate.py, not here)."""
     img = scene(400, 500, seed=7)
     obj = disc(400, 500, 250, 200, 110)
     paint(img, obj, RED)
     img = finish(img)
     emb = predictor.embed(img)
-    t0 = time.perf_counter()
     first = predictor.predict(emb, Prompt(box=[138, 88, 362, 312]))
-    elapsed = time.perf_counter() - t0
     assert iou(first.masks[0], obj) > 0.9
-    assert elapsed < 1.5, f"box prediction on 500x400 took {elapsed:.2f} s"
+    assert emb.features["dithered"] == (0, 0)  # a natural-looking image takes the unguarded path
     assert np.array_equal(first.masks, predictor.predict(emb, Prompt(box=[138, 88, 362, 312])).masks)
 
 

@@ -63,11 +63,11 @@ def test_sam2_everything_through_weights(capsys, image_path, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--points-per-side", "0"], "points_per_side"),
-    (["--pred-iou-thresh", "1.5"], "pred_iou_thresh"),
-    (["--stability-thresh", "-0.1"], "stability_score_thresh"),
-    (["--min-area", "-5"], "min_mask_region_area"),
-    (["--crop-layers", "-1"], "crop_n_layers"),
+    (["--points-per-side", "0"], "--points-per-side must be an integer in 1..128"),
+    (["--pred-iou-thresh", "1.5"], "--pred-iou-thresh"),
+    (["--stability-thresh", "-0.1"], "--stability-thresh"),
+    (["--min-area", "-5"], "--min-area must be an integer >= 0"),
+    (["--crop-layers", "-1"], "--crop-layers must be an integer in 0..2"),
     (["--granularity", "tiny"], "invalid choice"),
 ])
 def test_bad_parameters_are_one_line_errors(capsys, image_path, tmp_path, args, fragment):

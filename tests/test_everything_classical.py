@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from conftest import shared_dataset
@@ -140,9 +138,6 @@ def test_real_image_smoke():
     root = shared_dataset("grabcut")
     path = sorted((root / "images").glob("*.jpg"))[0]
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    t0 = time.perf_counter()
-    result = generate_classical(image)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 3.0, f"took {elapsed:.2f}s"
+    result = generate_classical(image)  # (its time is in the module docstring, measured, not asserted)
     assert 2 <= len(result) <= 500
     assert result.image_size == image.shape[:2]

@@ -2,6 +2,10 @@
 
 Every user error (bad file, bad prompt, unknown model, missing weights) is one line on stderr,
 ``anyseg: error: ...``, and exit code 2; never a traceback (``ANYSEG_DEBUG=1`` shows one).
+Options are checked before any file is read or written: ``--device`` (:func:`device_option`),
+and the options that scale the work, against the bounds the service also applies
+(:data:`anyseg.tasks.everything.MAX_POINTS_PER_SIDE` and its neighbours; ``--top`` at most
+:data:`MAX_TOP`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ RUNTIME_HELP = ("SAM-family inference runtime (default auto: torch-bf16 on CPUs 
                 "else torch; see docs/BENCHMARKS.md; onnx exports are cached next to the weights)")
 
 EXIT_USAGE = 2
+#: most instances ``anyseg text --top`` keeps
+MAX_TOP = 10_000
+#: ``anyseg everything`` options -> the EverythingParams fields they set
+EVERYTHING_OPTIONS = {
+    "points_per_side": "--points-per-side", "points_per_batch": "--points-per-batch",
+    "pred_iou_thresh": "--pred-iou-thresh", "stability_score_thresh": "--stability-thresh",
+    "crop_n_layers": "--crop-layers", "min_mask_region_area": "--min-area", "granularity": "--granularity",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +68,46 @@ def parse_point(text: str) -> tuple[float, float, int]:
 
 def parse_box(text: str) -> list[float]:
     return _numbers(text, 4, "box", "X0,Y0,X1,Y1 in pixels, e.g. 10,20,200,180")
+
+
+def device_option(device: str | None) -> str | None:
+    """``--device`` checked (:func:`anyseg.models.sam.check_device`) before any work; ``None`` stays ``None``
+    (the model's default, resolved by the loader: no torch import here)."""
+    if device is None:
+        return None
+    from anyseg.models.sam import check_device
+
+    return check_device(device)
+
+
+def check_max_pixels(value: int | None) -> int | None:
+    """``--max-pixels``: ``None`` (the default limit) or a positive integer."""
+    if value is not None and value <= 0:
+        raise InputError(f"--max-pixels must be positive; got {value}")
+    return value
+
+
+def everything_params(args: argparse.Namespace, family: str = "sam"):
+    """The :class:`~anyseg.tasks.everything.EverythingParams` of ``anyseg everything``'s options
+    for ``family``; out-of-bound values are one-line errors that name the option and the bound."""
+    from anyseg.tasks.everything import EverythingParams
+
+    values = {field: getattr(args, option[2:].replace("-", "_")) for field, option in EVERYTHING_OPTIONS.items()}
+    overrides = {field: v for field, v in values.items() if v is not None}
+    if args.use_m2m:
+        overrides["use_m2m"] = True
+    try:
+        return EverythingParams.for_family(family, **overrides)
+    except InputError as e:
+        raise _with_option_names(e) from None
+
+
+def _with_option_names(error: InputError) -> InputError:
+    """``error`` with ``EverythingParams.FIELD`` replaced by the option that sets it."""
+    message = str(error)
+    for field, option in EVERYTHING_OPTIONS.items():
+        message = message.replace(f"EverythingParams.{field} ", f"{option} ")
+    return InputError(message)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -222,65 +274,23 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--restart", action="store_true", help="replace a different run in --out instead of refusing")
     t.add_argument("--no-overlay", action="store_true", help="skip the overlay mp4")
     t.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder's overlay (default 24)")
+    t.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="refuse videos longer than N frames (default 100000, or $ANYSEG_MAX_FRAMES)")
     t.add_argument("--json", action="store_true", help="print the run summary as JSON")
     t.add_argument("--device", default=None)
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    from anyseg.video.frames import open_frames
-    from anyseg.video.session import VideoSession, load_tracker
-    from anyseg.video.track import Redetector, TrackWriter, merge_prompts, parse_prompt, run_track
+    from anyseg.video.track import track_from_args
 
-    raw = getattr(args, "prompts", None) or []
-    prompts = merge_prompts(parse_prompt(text, obj) for obj, text in raw)
-    if not prompts and not args.text:
-        raise PromptError("no prompt: give --prompt FRAME:point=X,Y (or box=, mask=) and/or --text CLASSES")
-    if args.redetect and not args.text:
-        raise InputError("--redetect needs --text")
-    classes = None
-    if args.text:
-        from anyseg.text.vocab import parse_classes
-
-        classes = parse_classes(args.text, "--text")
-    params = None
-    if args.threshold is not None:
-        from anyseg.tasks.text import TextParams
-
-        params = TextParams(threshold=args.threshold, box_threshold=args.threshold)
-    frames = open_frames(args.video, fps=args.fps)
-    for p in prompts:
-        frames.check_index(p["frame"])
-    run = {"video": str(Path(args.video).resolve()), "num_frames": len(frames), "size": list(frames.size),
-           "model": args.model, "weights": args.weights, "prompts": prompts, "text": args.text,
-           "text_model": args.text_model if args.text else None, "redetect": args.redetect}
-    writer = TrackWriter(Path(args.out), run, restart=args.restart)
-    tracker = load_tracker(args.model, weights=args.weights, device=args.device)
-    redetect = None
-    if classes is not None:
-        from anyseg.tasks.text import load_instance_backend
-
-        redetect = Redetector(load_instance_backend(args.text_model, device=args.device), classes,
-                              every=args.redetect, params=params)
-    if not writer.finished:
-        with VideoSession(tracker, frames) as session:
-            run_track(session, prompts, writer, progress=True, redetect=redetect)
-    record = writer.finish(frames, frames.fps, overlay=not args.no_overlay)
-    summary = {"out": str(args.out), "model": getattr(tracker, "name", args.model), "frames": record["num_frames"],
-               "object_ids": record["object_ids"]}
-    if redetect is not None:
-        summary["labels"] = {str(k): v for k, v in redetect.labels.items()}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"tracked {len(record['object_ids'])} object(s) over {record['num_frames']} frames with "
-              f"{summary['model']} -> {Path(args.out) / 'tracks.json'}", file=sys.stderr)
-    frames.close()
-    return 0
+    return track_from_args(args)
 
 
 def _text_params(args: argparse.Namespace, top: int | None = None, min_area: int = 0):
     from anyseg.tasks.text import GROUNDED_NMS, TextParams
 
+    if top is not None and top > MAX_TOP:  # (TextParams refuses top < 1)
+        raise InputError(f"--top must be at most {MAX_TOP}; got {top}")
     return TextParams(threshold=args.threshold, box_threshold=args.box_threshold, text_threshold=args.text_threshold,
                       nms=GROUNDED_NMS if args.nms is None else args.nms, top=top, min_area=min_area)
 
@@ -301,12 +311,14 @@ def _cmd_text(args: argparse.Namespace) -> int:
     from anyseg.tasks.text_output import write_instances
     from anyseg.text.vocab import parse_phrases
 
+    device = device_option(args.device)
+    check_max_pixels(args.max_pixels)
     classes = parse_phrases(args.phrases)
     params = _text_params(args, top=args.top, min_area=args.min_area)
     out_dir = _check_out(args.out)
     image = load_image(args.image, max_pixels=args.max_pixels)
     backend = text_task.load_instance_backend(args.model, sam=args.sam, weights=args.weights,
-                                              sam_weights=args.sam_weights, device=args.device)
+                                              sam_weights=args.sam_weights, device=device)
     t = time.perf_counter()
     masks = text_task.find_instances(image, classes, backend, params)
     seconds = time.perf_counter() - t
@@ -328,6 +340,8 @@ def _cmd_semantic(args: argparse.Namespace) -> int:
     from anyseg.tasks.text_output import write_semantic
     from anyseg.text.vocab import parse_classes
 
+    device = device_option(args.device)
+    check_max_pixels(args.max_pixels)
     classes = parse_classes(args.classes, "--classes")
     params = _text_params(args)
     if args.method == "masks" and (args.refine or args.unlabeled_below is not None):
@@ -335,7 +349,7 @@ def _cmd_semantic(args: argparse.Namespace) -> int:
     out_dir = _check_out(args.out)
     image = load_image(args.image, max_pixels=args.max_pixels)
     backend = text_task.load_semantic_backend(args.model, method=args.method, refine=args.refine, sam=args.sam,
-                                              weights=args.weights, sam_weights=args.sam_weights, device=args.device,
+                                              weights=args.weights, sam_weights=args.sam_weights, device=device,
                                               unlabeled_below=args.unlabeled_below, params=params)
     t = time.perf_counter()
     class_map = text_task.semantic_map(image, classes, backend)
@@ -362,6 +376,8 @@ def _cmd_panoptic(args: argparse.Namespace) -> int:
     from anyseg.tasks.text_output import write_panoptic
     from anyseg.text.vocab import parse_classes
 
+    device = device_option(args.device)
+    check_max_pixels(args.max_pixels)
     things = parse_classes(args.things, "--things") if args.things.strip() else []
     stuff = parse_classes(args.stuff, "--stuff") if args.stuff.strip() else []
     if not things and not stuff:
@@ -375,10 +391,10 @@ def _cmd_panoptic(args: argparse.Namespace) -> int:
     out_dir = _check_out(args.out)
     image = load_image(args.image, max_pixels=args.max_pixels)
     backend = text_task.load_instance_backend(args.model, sam=args.sam, weights=args.weights,
-                                              sam_weights=args.sam_weights, device=args.device)
+                                              sam_weights=args.sam_weights, device=device)
     stuff_backend = None
     if args.stuff_model:
-        stuff_backend = text_task.load_semantic_backend(args.stuff_model, device=args.device)
+        stuff_backend = text_task.load_semantic_backend(args.stuff_model, device=device)
     t = time.perf_counter()
     result = text_task.panoptic(image, things, stuff, backend, stuff_backend=stuff_backend, params=params,
                                 min_area=args.min_area)
@@ -408,11 +424,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     box = parse_box(args.box) if args.box else None
     if not points and box is None and not args.mask_input:
         raise PromptError("no prompt: give --point X,Y[:LABEL], --box X0,Y0,X1,Y1 or --mask-input PNG")
-    if args.max_pixels is not None and args.max_pixels <= 0:
-        raise InputError(f"--max-pixels must be positive; got {args.max_pixels}")
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} exists and is not a folder")
+    device = device_option(args.device)
+    check_max_pixels(args.max_pixels)
+    out_dir = _check_out(args.out)
 
     image = load_image(args.image, max_pixels=args.max_pixels)
     mask = load_mask(args.mask_input, size=image.shape[:2], max_pixels=args.max_pixels) if args.mask_input else None
@@ -425,7 +439,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     prompt.check_within(image.shape[:2])
     from anyseg.runtime import with_runtime
 
-    predictor = with_runtime(load_model(args.model, weights=args.weights, device=args.device), args.runtime)
+    predictor = with_runtime(load_model(args.model, weights=args.weights, device=device), args.runtime)
     result = segment(predictor, image, prompt, multimask=args.multimask)
     record, json_path = write_results(result, image, out_dir, Path(args.image).stem, image_path=str(args.image))
     if args.json:
@@ -442,15 +456,11 @@ def _cmd_everything(args: argparse.Namespace) -> int:
 
     from anyseg.io.images import load_image
     from anyseg.models import load_model
-    from anyseg.tasks.everything import EverythingParams, generate, write_everything
+    from anyseg.tasks.everything import generate, write_everything
 
-    overrides = {k: v for k, v in {
-        "points_per_side": args.points_per_side, "points_per_batch": args.points_per_batch,
-        "pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_thresh,
-        "crop_n_layers": args.crop_layers, "min_mask_region_area": args.min_area, "granularity": args.granularity,
-    }.items() if v is not None}
-    if args.use_m2m:
-        overrides["use_m2m"] = True
+    device = device_option(args.device)
+    check_max_pixels(args.max_pixels)
+    everything_params(args)  # the bounds, before anything is read or written
     out_dir = _check_out(args.out)
     classes = clip = None
     if (args.label_with is None) != (args.classes is None):
@@ -462,9 +472,8 @@ def _cmd_everything(args: argparse.Namespace) -> int:
     image = load_image(args.image, max_pixels=args.max_pixels)
     from anyseg.runtime import with_runtime
 
-    predictor = with_runtime(load_model(args.model, weights=args.weights, device=args.device), args.runtime)
-    family = predictor.family if predictor.family != "classical" else "sam"
-    params = EverythingParams.for_family(family, **overrides)  # validates before any work
+    predictor = with_runtime(load_model(args.model, weights=args.weights, device=device), args.runtime)
+    params = everything_params(args, predictor.family if predictor.family != "classical" else "sam")
     if args.label_with is not None:
         from anyseg.tasks.text import resolve_text_model
         from anyseg.text.clip import load_clip
@@ -472,9 +481,12 @@ def _cmd_everything(args: argparse.Namespace) -> int:
         name = args.label_with
         if name == "clip":
             name = resolve_text_model("auto", ("clip-vit-l14", "clip-vit-b16", "clip-vit-b32"))
-        clip = load_clip(name, device=args.device)
+        clip = load_clip(name, device=device)
     t = time.perf_counter()
-    masks = generate(predictor, image, params, progress=True, sort_by=args.sort)
+    try:
+        masks = generate(predictor, image, params, progress=True, sort_by=args.sort)
+    except InputError as e:  # e.g. --min-area larger than the image
+        raise _with_option_names(e) from None
     model_name = predictor.name
     if clip is not None:
         from anyseg.tasks.text import label_masks

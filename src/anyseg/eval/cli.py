@@ -1,9 +1,14 @@
-"""``anyseg eval ...``: interactive, box, video, semantic and stored-mask evaluation."""
+"""``anyseg eval ...``: interactive, box, video, semantic and stored-mask evaluation.
+
+The options that scale the work are bounded before anything is read: ``--limit``
+1..:data:`MAX_LIMIT`, ``--max-clicks`` 1..:data:`MAX_CLICKS` (the protocols use 20), ``--device``
+(:func:`anyseg.models.sam.check_device`); ``--classes`` names are one-line labels
+(:func:`anyseg.labels.check_label`) and ``--void-id`` / ``--ignore-value`` are pixel values 0..255.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +17,9 @@ from anyseg.errors import InputError
 from anyseg.runtime import RUNTIMES
 
 KINDS = ("interactive", "box", "video", "semantic", "masks")
+#: most items ``--limit`` may ask for, and most simulated clicks per item
+MAX_LIMIT = 1_000_000
+MAX_CLICKS = 100
 
 
 def add_parsers(sub) -> None:
@@ -30,7 +38,7 @@ def add_parsers(sub) -> None:
 
     p = esub.add_parser("interactive", help="NoC@85/90 and mIoU@k with the standard click simulator")
     p.add_argument("--data", required=True, help="folder with images/ and masks/ (paired by file stem)")
-    p.add_argument("--max-clicks", type=int, default=20)
+    p.add_argument("--max-clicks", type=int, default=20, help=f"clicks per item, 1..{MAX_CLICKS} (default 20)")
     p.add_argument("--ignore-value", default="auto", help="mask value to ignore: auto (128 in lossless masks), none, or N")
     common(p)
     p.add_argument("--runtime", default="torch", choices=list(RUNTIMES),
@@ -69,9 +77,12 @@ def _ignore_value(text: str):
     if text.lower() == "none":
         return None
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise InputError(f"--ignore-value must be auto, none or an integer; got {text!r}") from None
+        value = -1
+    if not 0 <= value <= 255:
+        raise InputError(f"--ignore-value must be auto, none or a mask value in 0..255; got {text!r}")
+    return value
 
 
 def _data_dir(path: str) -> Path:
@@ -82,9 +93,36 @@ def _data_dir(path: str) -> Path:
 
 
 def _limit(n: int | None) -> int | None:
-    if n is not None and n < 1:
-        raise InputError(f"--limit must be at least 1; got {n}")
+    if n is not None and not 1 <= n <= MAX_LIMIT:
+        raise InputError(f"--limit must be in 1..{MAX_LIMIT}; got {n}")
     return n
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The bounds of the module docstring, checked before any file is read."""
+    _limit(args.limit)
+    if getattr(args, "max_clicks", None) is not None and not 1 <= args.max_clicks <= MAX_CLICKS:
+        raise InputError(f"--max-clicks must be in 1..{MAX_CLICKS}; got {args.max_clicks}")
+    if getattr(args, "void_id", None) is not None and not 0 <= args.void_id <= 255:
+        raise InputError(f"--void-id must be a label value in 0..255; got {args.void_id}")
+    if getattr(args, "ignore_value", None) is not None:
+        _ignore_value(args.ignore_value)
+    if getattr(args, "device", None) is not None:
+        from anyseg.models.sam import check_device
+
+        args.device = check_device(args.device)
+
+
+def _semantic_classes(text: str) -> list[str]:
+    """``--classes`` of ``eval semantic``: comma-separated one-line labels, no duplicates."""
+    from anyseg.labels import check_label
+
+    classes = [check_label(c, "--classes name") for c in text.split(",") if c.strip()]
+    if not classes:
+        raise InputError("--classes is empty: give comma-separated class names in label-id order")
+    if len(set(classes)) != len(classes):
+        raise InputError(f"--classes has duplicate names: {sorted({c for c in classes if classes.count(c) > 1})}")
+    return classes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +138,8 @@ def _run(args: argparse.Namespace, monitor) -> int:
     from anyseg.eval.store import ResultStore
 
     kind = args.eval_command
-    limit = _limit(args.limit)
+    check_options(args)
+    limit = args.limit
     model_name = getattr(args, "model", None) or "masks"
     data = Path(args.pred if kind == "masks" else args.data)
     header: dict = {"kind": kind + ("-video" if kind == "masks" and args.video else ""), "model": model_name,
@@ -114,8 +153,6 @@ def _run(args: argparse.Namespace, monitor) -> int:
         from anyseg.models import load_model
 
         samples = datasets.read_mask_folder(_data_dir(args.data), ignore_value=_ignore_value(args.ignore_value), limit=limit)
-        if kind == "interactive" and args.max_clicks < 1:
-            raise InputError(f"--max-clicks must be at least 1; got {args.max_clicks}")
         header.update(data=str(Path(args.data).resolve()), ignore_value=args.ignore_value)
         if kind == "interactive":
             header["max_clicks"] = args.max_clicks
@@ -143,11 +180,7 @@ def _run(args: argparse.Namespace, monitor) -> int:
         st = store()
         records, summary = runners.run_video(factory(args.model), samples, st, skip_first_last=not args.all_frames)
     elif kind == "semantic":
-        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-        if not classes:
-            raise InputError("--classes is empty: give comma-separated class names in label-id order")
-        if len(set(classes)) != len(classes):
-            raise InputError(f"--classes has duplicate names: {sorted({c for c in classes if classes.count(c) > 1})}")
+        classes = _semantic_classes(args.classes)
         samples = datasets.read_semantic(_data_dir(args.data), len(classes), void_id=args.void_id, limit=limit)
         from anyseg.tasks.text import register_engines
 
@@ -161,17 +194,8 @@ def _run(args: argparse.Namespace, monitor) -> int:
         records, summary = runners.run_semantic(factory(args.model, classes), samples, classes, st)
     elif Path(args.pred).suffix.lower() == ".json" or Path(args.gt).suffix.lower() == ".json":
         from anyseg.eval.coco_eval import coco_mask_ap
-        from anyseg.eval.report import format_table
 
-        try:
-            preds = json.loads(Path(args.pred).read_text())
-        except FileNotFoundError:
-            raise InputError(f"COCO results file not found: {args.pred}") from None
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read COCO results {args.pred}: {e}") from None
-        if not isinstance(preds, list):
-            raise InputError(f"{args.pred} must be a COCO results list (image_id, category_id, segmentation, score)")
-        stats = coco_mask_ap(args.gt, preds)
+        stats = coco_mask_ap(args.gt, args.pred)  # the results file is read with size caps and checks
         print(format_table({k: round(float(v), 4) for k, v in stats.items()}))
         if args.out:
             from anyseg.io.atomic import write_json

@@ -2,19 +2,25 @@
 
 Every file is written atomically (:mod:`anyseg.io.atomic`): a failed export never leaves a
 half-written file and never destroys an earlier one.
+
+Names that end up in the files are checked: COCO category names and YOLO class names are
+one-line labels (:func:`anyseg.labels.check_label`: a newline would shift YOLO's class
+indices), and a COCO image ``file_name`` is the base name of the path it is given
+(:func:`coco_file_name`: ``../../etc/passwd`` -> ``passwd``).
 """
 
 from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Sequence
 
 import numpy as np
 
 from anyseg.errors import InputError
 from anyseg.io.atomic import write_bytes, write_json, write_text
+from anyseg.labels import check_label
 from anyseg.masks.overlay import draw_prompt, overlay
 from anyseg.masks.polygons import mask_to_polygons, polygons_to_mask
 from anyseg.masks.rle import area as rle_area, encode, to_bbox
@@ -22,7 +28,7 @@ from anyseg.types import Masks, Prompt
 
 __all__ = [
     "save_mask_pngs", "save_indexed_png", "save_overlay_png", "davis_palette",
-    "to_coco", "save_coco", "to_yolo_seg", "save_yolo_seg",
+    "to_coco", "save_coco", "to_yolo_seg", "save_yolo_seg", "yolo_classes", "save_yolo_classes", "coco_file_name",
 ]
 
 
@@ -100,12 +106,13 @@ def save_overlay_png(image: np.ndarray, masks: Masks, path: str | os.PathLike, p
 def _category_ids(masks: Masks, categories: list[dict] | None, category_ids: Any) -> tuple[list[dict], list[int]]:
     n = len(masks)
     if categories is None and category_ids is None and masks.labels is not None:
-        names = list(dict.fromkeys(str(v) for v in masks.labels.tolist()))
+        names = list(dict.fromkeys(check_label(str(v), "mask label") for v in masks.labels.tolist()))
         categories = [{"id": k + 1, "name": name} for k, name in enumerate(names)]
     if categories is None:
         categories = [{"id": 1, "name": "object"}]
     if not categories or any(not isinstance(c, dict) or "id" not in c or "name" not in c for c in categories):
         raise InputError("categories must be a non-empty list of dicts with 'id' and 'name'")
+    categories = [{**c, "name": check_label(c["name"], "COCO category name")} for c in categories]
     known = {int(c["id"]) for c in categories}
     by_name = {str(c["name"]): int(c["id"]) for c in categories}
     if category_ids is not None:
@@ -115,8 +122,8 @@ def _category_ids(masks: Masks, categories: list[dict] | None, category_ids: Any
     elif masks.labels is not None:
         ids = []
         for label in masks.labels.tolist():
-            if str(label) in by_name:
-                ids.append(by_name[str(label)])
+            if str(label).strip() in by_name:  # names are compared as check_label gives them
+                ids.append(by_name[str(label).strip()])
             elif isinstance(label, (int, np.integer)) and int(label) in known:
                 ids.append(int(label))
             else:
@@ -127,6 +134,21 @@ def _category_ids(masks: Masks, categories: list[dict] | None, category_ids: Any
     if unknown:
         raise InputError(f"category ids {unknown} are not among the categories {sorted(known)}")
     return categories, ids
+
+
+def coco_file_name(name: str | os.PathLike) -> str:
+    """The base name of an image path, for COCO's ``file_name``: its last component (``/`` and
+    ``\\`` both separate, a drive prefix is dropped), one line of printable text. A path with
+    no file name in it (empty, ``.``, ``..``) is an :class:`InputError`."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise InputError(f"COCO file_name must be a file name or path; got {type(name).__name__}")
+    text = os.fspath(name)
+    if not isinstance(text, str):
+        raise InputError(f"COCO file_name must be text; got {type(text).__name__}")
+    last = PureWindowsPath(PurePosixPath(text.replace("\\", "/")).name).name.strip()
+    if last in ("", ".", ".."):
+        raise InputError(f"COCO file_name {text[:80]!r} names no file; expected an image file name such as photo.jpg")
+    return check_label(last, "COCO file_name")
 
 
 def to_coco(
@@ -146,9 +168,11 @@ def to_coco(
     its RLE). ``area`` and ``bbox`` (XYWH) are those of the stored segmentation. Category
     ids come from ``category_ids``, else from ``masks.labels`` (matched to category names or
     ids; without ``categories`` one category per distinct label is made), else the first
-    category (default ``[{"id": 1, "name": "object"}]``).
+    category (default ``[{"id": 1, "name": "object"}]``). Category names must be one-line
+    labels; ``file_name`` is written as its base name (:func:`coco_file_name`).
     """
     masks = _check_masks(masks)
+    file_name = coco_file_name(file_name)
     categories, cat_ids = _category_ids(masks, categories, category_ids)
     h, w = masks.image_size
     annotations = []
@@ -159,20 +183,20 @@ def to_coco(
             polys = mask_to_polygons(m)
             if polys:
                 segmentation = polys
-                rle = encode(polygons_to_mask(polys, h, w))
+                rle = encode(polygons_to_mask(polys, h, w, max_pixels=max(1, h * w)))
         annotations.append({
             "id": int(start_ann_id) + i,
             "image_id": int(image_id),
             "category_id": cat_ids[i],
             "segmentation": segmentation,
-            "area": rle_area(rle),
-            "bbox": to_bbox(rle),
+            "area": rle_area(rle, max_pixels=max(1, h * w)),
+            "bbox": to_bbox(rle, max_pixels=max(1, h * w)),
             "iscrowd": 0,
             "score": float(masks.scores[i]),
         })
     return {
         "info": {"description": "exported by anyseg"},
-        "images": [{"id": int(image_id), "file_name": str(file_name), "height": h, "width": w}],
+        "images": [{"id": int(image_id), "file_name": file_name, "height": h, "width": w}],
         "annotations": annotations,
         "categories": [dict(c) for c in categories],
     }
@@ -215,3 +239,23 @@ def to_yolo_seg(masks: Masks, class_ids: Sequence[int] | None = None) -> str:
 def save_yolo_seg(masks: Masks, path: str | os.PathLike, class_ids: Sequence[int] | None = None) -> Path:
     """Write :func:`to_yolo_seg` to ``path`` (an empty file when there is no polygon)."""
     return write_text(path, to_yolo_seg(masks, class_ids))
+
+
+def yolo_classes(names: Sequence[str]) -> str:
+    """YOLO's ``classes.txt``: class ``i``'s name on line ``i``. Each name must be a one-line
+    label (:func:`anyseg.labels.check_label`) and names must differ, so the line numbers are
+    the class indices."""
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise InputError(f"YOLO class names must be a list of strings; got {type(names).__name__}")
+    checked = [check_label(n, f"YOLO class name {i}") for i, n in enumerate(names)]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(checked):
+        if n in seen:
+            raise InputError(f"YOLO class names {seen[n]} and {i} are both {n!r}; expected distinct names")
+        seen[n] = i
+    return "".join(n + "\n" for n in checked)
+
+
+def save_yolo_classes(names: Sequence[str], path: str | os.PathLike) -> Path:
+    """Write :func:`yolo_classes` to ``path``."""
+    return write_text(path, yolo_classes(names))

@@ -72,7 +72,13 @@ def load_model(name: str = "auto", weights: str | os.PathLike | None = None, dev
     ``auto`` picks the best SAM-family model present locally, or ``classical`` when none is.
     A model named explicitly that is not available is an error, never a silent fallback.
     With ``weights`` (a transformers folder), that folder is used for the named model.
+    An unknown or unavailable ``device`` is a one-line :class:`~anyseg.errors.InputError`
+    (:func:`anyseg.models.sam.check_device`; the classical engine runs on the CPU whatever it says).
     """
+    if device is not None:
+        from anyseg.models.sam import check_device
+
+        device = check_device(device)
     if name == "auto":
         if weights is not None:
             raise ModelError("--weights needs an explicit --model NAME (which architecture the weights are)")

@@ -35,6 +35,29 @@ box's rows the mask crosses) x (fraction of its columns), 1 without a box.
 Masks come back at the original size: the upsampled boundary is refined by one frozen-model
 GrabCut cut in a thin band at full size (at most 2 MP). ``logits`` are signed distances to the
 boundary at the working resolution, so ``Prompt(mask_logits=...)`` reproduces the mask.
+
+Bounded work. GrabCut's graph cut (OpenCV's Boykov-Kolmogorov max-flow) takes pathological,
+super-linear time when a large region of undecided pixels has *one exact colour* that both
+colour models describe alike: every such pixel gets the same tiny data term favouring the
+foreground (the fg/bg GMMs differ only by rounding: 1e-9 nats), the smoothness edges there are
+all at their maximum (no contrast), and the max-flow then augments one tiny path per pixel to
+the far background (a box on a uniform 640x480 image took 51-65 s at full resolution, one
+slow cut per candidate; 360x270, up to 5 s per cut; ``bench/classical_degenerate.py``). Natural images never get there (sensor noise
+makes the data terms vary from pixel to pixel and the paths short). So the GrabCut inputs are
+guarded (:func:`dither_degenerate`): the pixels of an exact colour that covers at least
+:data:`DEGENERATE_PIXELS` pixels get a deterministic +-1 dither (the noise the colour models
+assume), after which the cut takes about 0.1-0.3 s at the default working size. A one-colour
+region smaller than that costs at most about its size squared (0.1 s for 4096 pixels), so a
+cut costs at most ``O(DEGENERATE_PIXELS x pixels)`` however the colours are laid out.
+Dithered areas still cut super-linearly when they are huge (the fg/bg models of the noise
+differ less as they get more samples: 3.5 s for 1280x960), so an image with such colours
+works at no more than :data:`DEGENERATE_WORK_PIXELS` (the default working size; only
+``max_side`` above 360 or ``None`` is affected; the full-size boundary refinement keeps the
+edges). Natural images keep their pixels (at the default working size 4 of the 50 GrabCut
+images have such a colour, clipped black or white, and their IoU is unchanged). The working
+resolution has at most :data:`MAX_WORK_PIXELS` pixels (``max_side=None`` included),
+``iterations`` is at most :data:`MAX_ITERATIONS`, and :func:`anyseg.cancel.check` runs before
+every cut, so a cancelled job stops within one cut.
 """
 
 from __future__ import annotations
@@ -45,16 +68,27 @@ from typing import Any
 import cv2
 import numpy as np
 
+from anyseg import cancel
 from anyseg.errors import InputError, PromptError
 from anyseg.models.base import Predictor, check_embedding, check_image
 from anyseg.types import Embedding, Masks, Prompt
 
-__all__ = ["ClassicalPredictor"]
+__all__ = ["ClassicalPredictor", "degenerate_pixels", "dither_degenerate", "DEGENERATE_PIXELS",
+           "DEGENERATE_WORK_PIXELS", "MAX_ITERATIONS", "MAX_WORK_PIXELS"]
 
 #: default longest side of the working resolution (pixels)
 DEFAULT_MAX_SIDE = 360
 #: default number of GrabCut iterations per candidate
 DEFAULT_ITERATIONS = 5
+#: most GrabCut iterations per candidate
+MAX_ITERATIONS = 20
+#: most pixels of the working resolution, whatever ``max_side`` says (GrabCut's work grows with them)
+MAX_WORK_PIXELS = 2_000_000
+#: an exact colour on at least this many pixels of a GrabCut input is dithered (see the module docstring)
+DEGENERATE_PIXELS = 4096
+#: most working pixels of an image with such colours (the default working size, 360 x 360)
+DEGENERATE_WORK_PIXELS = 360 * 360
+_DITHER_SEED = 12345
 _MIN_SAMPLES = 16  # GrabCut's k-means needs a few samples per colour model
 _PRUNE_OVERLAP = 0.5  # Bhattacharyya coefficient above which a foreground component is dropped
 _PRUNE_ITERS = 2
@@ -82,18 +116,18 @@ class ClassicalPredictor(Predictor):
 
     Args:
         max_side: longest side of the working resolution; larger images are downscaled for
-            speed (``None``: always work at full resolution). Default 360.
-        iterations: GrabCut iterations per candidate. Default 5.
+            speed (``None``: full resolution up to :data:`MAX_WORK_PIXELS`). Default 360.
+        iterations: GrabCut iterations per candidate, 1 to :data:`MAX_ITERATIONS`. Default 5.
     """
 
     name = "classical"
     family = "classical"
 
     def __init__(self, max_side: int | None = DEFAULT_MAX_SIDE, iterations: int = DEFAULT_ITERATIONS):
-        if max_side is not None and int(max_side) < 8:
-            raise InputError(f"max_side must be at least 8 pixels (or None); got {max_side}")
-        if int(iterations) < 1:
-            raise InputError(f"iterations must be at least 1; got {iterations}")
+        if max_side is not None and (not _is_int(max_side) or max_side < 8):
+            raise InputError(f"max_side must be an integer of at least 8 pixels (or None); got {max_side!r}")
+        if not _is_int(iterations) or not 1 <= iterations <= MAX_ITERATIONS:
+            raise InputError(f"iterations must be an integer in 1..{MAX_ITERATIONS}; got {iterations!r}")
         self.max_side = None if max_side is None else int(max_side)
         self.iterations = int(iterations)
 
@@ -102,9 +136,12 @@ class ClassicalPredictor(Predictor):
         """Working copies of an ``(H, W, 3)`` RGB image (see the module docstring)."""
         image = check_image(image)
         big_h, big_w = image.shape[:2]
-        s = 1.0 if self.max_side is None else min(1.0, self.max_side / max(big_h, big_w))
-        h, w = max(1, round(big_h * s)), max(1, round(big_w * s))
-        rgb = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != (big_h, big_w) else image
+        rgb = _working_copy(image, self.max_side, MAX_WORK_PIXELS)
+        if rgb.shape[0] * rgb.shape[1] > DEGENERATE_WORK_PIXELS:  # one-colour areas: a smaller graph
+            small = _working_copy(image, self.max_side, DEGENERATE_WORK_PIXELS)
+            if degenerate_pixels(small).any() or degenerate_pixels(cv2.cvtColor(small, cv2.COLOR_RGB2LAB)).any():
+                rgb = small
+        h, w = rgb.shape[:2]
         smooth = cv2.GaussianBlur(rgb, (0, 0), 1.0).astype(np.float32)
         d2h = ((smooth[:, 1:] - smooth[:, :-1]) ** 2).sum(-1)
         d2v = ((smooth[1:] - smooth[:-1]) ** 2).sum(-1)
@@ -116,9 +153,12 @@ class ClassicalPredictor(Predictor):
         edge[:, :-1] = np.maximum(edge[:, :-1], wh)
         edge[1:] = np.maximum(edge[1:], wv)
         edge[:-1] = np.maximum(edge[:-1], wv)
+        bgr, n_bgr = dither_degenerate(np.ascontiguousarray(rgb[..., ::-1]))
+        lab, n_lab = dither_degenerate(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB))
         features: dict[str, Any] = {
-            "bgr": np.ascontiguousarray(rgb[..., ::-1]),
-            "lab": cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB),
+            "bgr": bgr,  # the GrabCut inputs: guarded against degenerate colours
+            "lab": lab,
+            "dithered": (n_bgr, n_lab),  # pixels of each that got the dither
             "contrast_h": wh,
             "contrast_v": wv,
             "geo_cost": edge**2 + np.float32(1.0 / max(h, w)),
@@ -149,6 +189,7 @@ class ClassicalPredictor(Predictor):
 
         cands = []
         for variant in _VARIANTS:
+            cancel.check()
             work = feats[variant.space]
             mask, bgd, fgd = _grabcut(work, labels, self.iterations, variant.prune_iters)
             fg = (mask & 1).astype(bool)
@@ -168,7 +209,8 @@ class ClassicalPredictor(Predictor):
                 continue
             if "refine_rgb" in feats:
                 logit = _refine(feats["refine_rgb"], variant.space, logit, bgd, fgd, prompt, (big_h, big_w), (h, w))
-            masks.append(cv2.resize(logit, (big_w, big_h), interpolation=cv2.INTER_LINEAR) > 0)
+            up = cv2.resize(logit, (big_w, big_h), interpolation=cv2.INTER_LINEAR) > 0
+            masks.append(_within_box(up, prompt.box))
         return Masks(
             masks=np.stack(masks),
             scores=np.array([c[0] for c in cands], np.float32),
@@ -230,6 +272,29 @@ def _labels(feats: dict[str, Any], prompt: Prompt, big: tuple[int, int], small: 
     return labels, box, pts
 
 
+def _working_copy(image: np.ndarray, max_side: int | None, max_pixels: int) -> np.ndarray:
+    """``image`` downscaled (INTER_AREA) to longest side <= ``max_side`` and at most ``max_pixels``."""
+    big_h, big_w = image.shape[:2]
+    s = 1.0 if max_side is None else min(1.0, max_side / max(big_h, big_w))
+    s = min(s, float(np.sqrt(max_pixels / (big_h * big_w))))
+    h, w = max(1, round(big_h * s)), max(1, round(big_w * s))
+    if h * w > max_pixels:  # rounding up went over the pixel cap
+        h, w = max(1, int(big_h * s)), max(1, int(big_w * s))
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != (big_h, big_w) else image
+
+
+def _within_box(mask: np.ndarray, box: Any) -> np.ndarray:
+    """``mask`` without the pixels outside a box prompt (definite background; upsampling a
+    working-resolution mask can spill over by a pixel), in place; as is without a box."""
+    if box is None:
+        return mask
+    h, w = mask.shape
+    x0, y0 = min(w - 1, int(np.floor(box[0]))), min(h - 1, int(np.floor(box[1])))
+    x1, y1 = max(x0 + 1, min(w, int(np.ceil(box[2])))), max(y0 + 1, min(h, int(np.ceil(box[3]))))
+    mask[:y0], mask[y1:], mask[:, :x0], mask[:, x1:] = False, False, False, False
+    return mask
+
+
 def _split(cost: np.ndarray, fg: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Remove the parts of a mask that are geodesically closer, travelling inside the mask,
     to a negative click than to any positive click (same-coloured regions GrabCut cannot cut).
@@ -253,6 +318,37 @@ def _split(cost: np.ndarray, fg: np.ndarray, pos: np.ndarray, neg: np.ndarray) -
 
 
 # -- GrabCut and its helpers ---------------------------------------------------------------
+def degenerate_pixels(image: np.ndarray, count: int = DEGENERATE_PIXELS) -> np.ndarray:
+    """``(H, W)`` bool: the pixels of ``(H, W, 3)`` uint8 ``image`` whose exact colour is on at
+    least ``count`` pixels: one-colour areas large enough to make GrabCut's cut slow (see the
+    module docstring)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"expected an (H, W, 3) uint8 image; got {image.dtype} {image.shape}")
+    flat = image.reshape(-1, 3).astype(np.int32)
+    key = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    popular = counts >= max(1, int(count))
+    return popular[inverse.reshape(-1)].reshape(image.shape[:2])
+
+
+def dither_degenerate(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(image, n)``: ``image`` with a deterministic +-1 dither per channel on its
+    :func:`degenerate_pixels` (clipped to 0..255; the image itself when there are none), and
+    how many pixels that is. The guard every GrabCut input of the classical engines goes through."""
+    where = degenerate_pixels(image)
+    n = int(where.sum())
+    if n == 0:
+        return image, 0
+    noise = np.random.default_rng(_DITHER_SEED).integers(-1, 2, size=image.shape, dtype=np.int16)
+    out = image.astype(np.int16)
+    out[where] += noise[where]
+    return np.clip(out, 0, 255).astype(np.uint8), n
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _grabcut(work: np.ndarray, labels: np.ndarray, iterations: int, prune_iters: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run GrabCut on a label map; returns the final labels and the (1, 65) GMMs.
@@ -276,6 +372,7 @@ def _grabcut(work: np.ndarray, labels: np.ndarray, iterations: int, prune_iters:
         if prev is not None and it > prune_iters and int((fg != prev).sum()) <= _CONVERGED * mask.size:
             break  # converged
         prev = fg
+        cancel.check()  # one cut per step: a cancelled job stops here
         try:
             if it < prune_iters:
                 cv2.grabCut(work, mask.copy(), None, bgd, fgd, 0, cv2.GC_INIT_WITH_MASK)
@@ -310,6 +407,7 @@ def _refine(image: np.ndarray, space: str, logit: np.ndarray, bgd: np.ndarray, f
     crop = image[y0:y1, x0:x1]
     crop = np.ascontiguousarray(crop[..., ::-1]) if space == "bgr" else cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
     sub = labels[y0:y1, x0:x1].copy()
+    cancel.check()  # (no dither needed: every undecided pixel is within ``2 * band`` of a fixed one)
     try:
         cv2.grabCut(crop, sub, None, bgd.copy(), fgd.copy(), 1, cv2.GC_EVAL_FREEZE_MODEL)
     except cv2.error:

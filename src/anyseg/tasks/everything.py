@@ -42,6 +42,16 @@ use_m2m                        False     False     SAM 2; allowed for every fami
 granularity                    "all"     "all"     anyseg; which multimask outputs to keep
 =============================  ========  ========  ===========================================
 
+Bounds (the parameters that scale the work; the CLI and the service validate against the same
+constants, here): ``points_per_side`` 1..:data:`MAX_POINTS_PER_SIDE` (128: 16,384 clicks per
+crop), explicit ``point_grids`` at most ``MAX_POINTS_PER_SIDE**2`` points per layer,
+``points_per_batch`` 1..:data:`MAX_POINTS_PER_BATCH` (1024), ``crop_n_layers``
+0..:data:`MAX_CROP_LAYERS` (2: at most 21 crops, as the service), ``crop_n_points_downscale_factor``
+1..:data:`MAX_DOWNSCALE_FACTOR`, and ``min_mask_region_area`` at most the image's pixel count
+(checked by :func:`generate`). A value outside its bound is a one-line :class:`InputError`
+that names the bound. :func:`generate` calls :func:`anyseg.cancel.check` before every crop and
+every batch, so a cancelled job stops within one batch.
+
 SAM 2 defaults apply to ``sam2``, ``edgetam`` and ``sam3_tracker``; SAM's to ``sam`` and
 ``sam_hq``. ``granularity`` picks decoder outputs by position: ``"subpart"`` = output 0,
 ``"part"`` = 1, ``"whole"`` = 2 (the order SAM's three multimask tokens learned: small to large;
@@ -92,6 +102,7 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from anyseg import cancel
 from anyseg.errors import InputError
 from anyseg.masks.amg import (
     boxes_inclusive, build_all_layer_point_grids, generate_crop_boxes, is_box_near_crop_edge,
@@ -101,7 +112,14 @@ from anyseg.masks.boxes import box_area, nms
 from anyseg.models.base import Predictor, check_image
 from anyseg.types import Masks
 
-__all__ = ["EverythingParams", "generate", "GRANULARITIES", "GRANULARITY_INDEX", "SAM2_LIKE", "SORT_KEYS"]
+__all__ = ["EverythingParams", "generate", "GRANULARITIES", "GRANULARITY_INDEX", "SAM2_LIKE", "SORT_KEYS",
+           "MAX_POINTS_PER_SIDE", "MAX_POINTS_PER_BATCH", "MAX_CROP_LAYERS", "MAX_DOWNSCALE_FACTOR"]
+
+#: the bounds of the parameters that scale the work (the CLI and the service check these)
+MAX_POINTS_PER_SIDE = 128
+MAX_POINTS_PER_BATCH = 1024
+MAX_CROP_LAYERS = 2
+MAX_DOWNSCALE_FACTOR = 64
 
 GRANULARITIES = ("whole", "part", "subpart", "all")
 #: granularity -> position of the multimask output (SAM's decoder order: small to large)
@@ -125,6 +143,12 @@ def _fail(name: str, expected: str, value: Any) -> InputError:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_int(name: str, v: Any, lo: int, hi: int | None) -> None:
+    """An integer in ``lo..hi`` (``hi=None``: no upper bound), or a one-line error naming the bound."""
+    if not _is_int(v) or v < lo or (hi is not None and v > hi):
+        raise _fail(name, f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}", v)
 
 
 def _is_num(v: Any) -> bool:
@@ -185,20 +209,16 @@ class EverythingParams:
         return cls(**{**base, **overrides})
 
     def __post_init__(self) -> None:
-        if self.points_per_side is not None and (not _is_int(self.points_per_side) or self.points_per_side < 1):
-            raise _fail("points_per_side", "an integer >= 1 (or None with point_grids)", self.points_per_side)
+        if self.points_per_side is not None:
+            _check_int("points_per_side", self.points_per_side, 1, MAX_POINTS_PER_SIDE)
         if (self.points_per_side is None) == (self.point_grids is None):
             raise InputError("EverythingParams needs exactly one of points_per_side and point_grids; "
                              f"got points_per_side={self.points_per_side!r} and "
                              f"point_grids={'None' if self.point_grids is None else 'a list'}")
-        for name in ("points_per_batch", "crop_n_points_downscale_factor"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 1:
-                raise _fail(name, "an integer >= 1", v)
-        for name in ("crop_n_layers", "min_mask_region_area"):
-            v = getattr(self, name)
-            if not _is_int(v) or v < 0:
-                raise _fail(name, "an integer >= 0", v)
+        _check_int("points_per_batch", self.points_per_batch, 1, MAX_POINTS_PER_BATCH)
+        _check_int("crop_n_points_downscale_factor", self.crop_n_points_downscale_factor, 1, MAX_DOWNSCALE_FACTOR)
+        _check_int("crop_n_layers", self.crop_n_layers, 0, MAX_CROP_LAYERS)
+        _check_int("min_mask_region_area", self.min_mask_region_area, 0, None)
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
             v = getattr(self, name)
             if not _is_num(v) or not 0.0 <= v <= 1.0:
@@ -230,6 +250,10 @@ class EverythingParams:
             raise _fail("point_grids", f"a list of {self.crop_n_layers + 1} grids (one per crop layer)", n)
         out = []
         for i, g in enumerate(grids):
+            n = len(g) if hasattr(g, "__len__") else 0
+            if n > MAX_POINTS_PER_SIDE ** 2:
+                raise InputError(f"EverythingParams.point_grids[{i}] has {n} points; expected at most "
+                                 f"{MAX_POINTS_PER_SIDE ** 2} (MAX_POINTS_PER_SIDE**2) per crop layer")
             arr = np.asarray(g, dtype=np.float64)
             if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0 or not np.isfinite(arr).all() \
                     or arr.min() < 0 or arr.max() > 1:
@@ -291,6 +315,11 @@ def generate(predictor: Predictor, image: np.ndarray, params: EverythingParams |
     if params is not None and not isinstance(params, EverythingParams):
         raise InputError(f"params must be an EverythingParams; got {type(params).__name__}")
     params = params or EverythingParams.for_family(family if family in _FAMILIES else "sam")
+    image = check_image(image)
+    h, w = image.shape[:2]
+    if params.min_mask_region_area > h * w:
+        raise InputError(f"EverythingParams.min_mask_region_area must be at most the image's {w}x{h} = {h * w} pixels; "
+                         f"got {params.min_mask_region_area}")
     if family == "classical":
         from anyseg.tasks.everything_classical import generate_classical
 
@@ -301,8 +330,6 @@ def generate(predictor: Predictor, image: np.ndarray, params: EverythingParams |
     if family == "sam_hq" and params.granularity != "all":
         raise InputError(f"granularity={params.granularity!r} is not available for SAM-HQ (its decoder returns one "
                          "mask per point, not the three ordered outputs); expected 'all'")
-    image = check_image(image)
-    h, w = image.shape[:2]
     crop_boxes, layers = generate_crop_boxes((h, w), params.crop_n_layers, params.crop_overlap_ratio)
     grids = params.grids()
     n_batches = sum(-(-len(grids[layer]) // params.points_per_batch) for layer in layers)
@@ -312,6 +339,7 @@ def generate(predictor: Predictor, image: np.ndarray, params: EverythingParams |
     buf = np.zeros((h, w), dtype=np.uint8, order="F")  # one full-frame mask, reused for RLE encoding
     with tqdm(total=n_batches, desc="segment everything", disable=not progress, leave=False, dynamic_ncols=True) as bar:
         for crop_box, layer in zip(crop_boxes, layers):
+            cancel.check()
             _process_crop(predictor, image, crop_box, grids[layer], params, found, buf, bar)
     rles, cols = found.rles, found.arrays()
     if len(crop_boxes) > 1 and rles:  # duplicates across crops: prefer masks from smaller crops
@@ -336,6 +364,7 @@ def _process_crop(predictor: Any, image: np.ndarray, crop_box: list[int], grid: 
     part = _Found()
     try:
         for s in range(0, len(points), p.points_per_batch):
+            cancel.check()  # one batch per step: a cancelled job stops here
             _process_batch(predictor, emb, geo, points[s:s + p.points_per_batch], p, crop_box, part, buf)
             bar.update(1)
     finally:

@@ -34,6 +34,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from anyseg import cancel
 from anyseg.errors import InputError, ModelError
 from anyseg.text.vocab import UNLABELED, ClassName, parse_classes
 from anyseg.types import Masks, Prompt
@@ -136,6 +137,7 @@ class GroundedBackend:
                                    text_threshold=params.text_threshold)
         if len(det) == 0:
             return _empty(h, w)
+        cancel.check()  # between the detector and the masks
         det = det.select(nms(det.boxes, det.scores, params.nms))
         if params.top is not None:
             det = det.select(np.arange(min(len(det), int(params.top))))
@@ -169,6 +171,7 @@ class ClipMaskBackend:
             family = self.generator.family if self.generator.family != "classical" else "sam"
             p = EverythingParams.for_family(family)
         masks = generate(self.generator, image, p)
+        cancel.check()  # between the masks and their labels
         return label_masks(self.clip, image, masks, classes, threshold=params.threshold, background=self.background)
 
 
@@ -218,7 +221,9 @@ def find_instances(image: np.ndarray, classes: Sequence[ClassName] | str, backen
     if not classes:
         raise InputError("no classes or phrases given: say what to segment")
     params = params or TextParams()
+    cancel.check()
     out = backend.instances(image, classes, params)
+    cancel.check()
     if len(out) and params.min_area > 0:
         big = np.flatnonzero(out.areas >= params.min_area)
         out = out[big] if len(big) else _empty(*image.shape[:2])
@@ -251,6 +256,7 @@ class DenseClipSemantic:
     def logits(self, image: np.ndarray, classes: Sequence[ClassName]) -> np.ndarray:
         """``(C, H, W)`` cosine similarities (voted inside masks when ``refine`` is set)."""
         logits = self.clip.dense_logits(image, classes, method=self.method)
+        cancel.check()  # between the dense logits and the refinement
         if self.refine is not None:
             from anyseg.tasks.everything import EverythingParams, generate
             from anyseg.text.clip import vote_in_masks
@@ -364,6 +370,7 @@ def panoptic(image: np.ndarray, things: Sequence[ClassName] | str, stuff: Sequen
             ids[sel] = next_id
             segments.append({"id": next_id, "category_id": k + 1, "score": 1.0})
             next_id += 1
+    cancel.check()  # between stuff and things
     if things:
         inst = find_instances(image, things, backend, params)
         for i in np.argsort(inst.scores, kind="stable"):  # best last: it wins overlaps

@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from anyseg import cancel
 from anyseg.errors import InputError
 from anyseg.models.base import check_image
 from anyseg.models.registry import ModelSpec
@@ -440,6 +441,7 @@ class ClipModel:
         # crop and embed in chunks so that at most `batch_size` crops are held at once
         nonempty = np.flatnonzero(m.any(axis=(1, 2)))
         for i in range(0, len(nonempty), self.batch_size):
+            cancel.check()
             idx = nonempty[i:i + self.batch_size]
             crops = [mask_crop(image, m[j], background, margin, self.image_size, self.fill) for j in idx]
             emb = self.image_embeddings(crops)
@@ -530,6 +532,7 @@ class ClipModel:
         preds = torch.zeros((len(classes), rh, rw), dtype=torch.float32, device=self.device)
         count = torch.zeros((rh, rw), dtype=torch.float32, device=self.device)
         for i in range(0, len(wins), self.window_batch_size):
+            cancel.check()
             batch = wins[i:i + self.window_batch_size]
             x = torch.cat([pixels[:, :, y0:y1, x0:x1] for y0, x0, y1, x1 in batch])
             if (mh, mw) != (wh, ww):
@@ -590,11 +593,11 @@ def load_clip(name: str = "clip-vit-b16", weights: str | None = None, device: st
     """
     from anyseg.models.hf import load_pretrained, load_tokenizer, resolve_folder
     from anyseg.models.registry import CLIP_FAMILIES
-    from anyseg.models.sam import default_device
+    from anyseg.models.sam import check_device
 
     spec, folder = resolve_folder(name, weights, allow_download=allow_download, families=CLIP_FAMILIES,
                                   what="CLIP model")
-    device = device or default_device()
+    device = check_device(device)
     model = load_pretrained(spec, folder, "CLIPModel", device)
     tokenizer = load_tokenizer(spec, folder)
     mean, std = _read_preprocessor(folder)

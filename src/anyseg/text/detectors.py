@@ -447,13 +447,13 @@ def load_detector(name: str, weights: str | None = None, device: str | None = No
     :class:`~anyseg.errors.ModelError` (``ModelNotAvailable`` when offline).
     """
     from anyseg.models.hf import load_pretrained, load_tokenizer, resolve_folder
-    from anyseg.models.sam import default_device
+    from anyseg.models.sam import check_device
 
     spec, folder = resolve_folder(name, weights, allow_download=allow_download, families=DETECTOR_FAMILIES,
                                   what="text detector")
     if spec.family not in DETECTOR_CLASSES:  # pragma: no cover - registry and this table disagree
         raise ModelError(f"{name}: no detector adapter for family {spec.family!r}")
-    device = device or default_device()
+    device = check_device(device)
     model = load_pretrained(spec, folder, MODEL_CLASSES[spec.family], device)
     tokenizer = load_tokenizer(spec, folder)
     return DETECTOR_CLASSES[spec.family].from_pretrained(spec, model, tokenizer, folder, device)

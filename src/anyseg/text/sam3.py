@@ -45,6 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from anyseg import cancel
 from anyseg.errors import InputError, ModelError
 from anyseg.io.images import image_hash
 from anyseg.models.base import check_image
@@ -118,12 +119,12 @@ def load_sam3_text(name: str = "sam3", weights: str | None = None, device: str |
             to provide them).
     """
     from anyseg.models.hf import load_pretrained, load_tokenizer, resolve_folder
-    from anyseg.models.sam import default_device
+    from anyseg.models.sam import check_device
 
     spec, folder = resolve_folder(name, weights, allow_download=allow_download, families=("sam3_tracker",),
                                   what="SAM 3 model")
     _check_detector(spec, folder)
-    device = device or default_device()
+    device = check_device(device)
     model = load_pretrained(spec, folder, "Sam3Model", device)
     tokenizer = load_tokenizer(spec, folder)
     mean, std, rescale = _read_preprocessor(folder)
@@ -259,6 +260,7 @@ class Sam3TextSegmenter:
         scores_l, boxes_l, masks_l, name_l = [], [], [], []
         feats = embedding.features
         for start in range(0, len(names), self.prompt_batch):
+            cancel.check()
             stop = min(start + self.prompt_batch, len(names))
             b = stop - start
             vision = type(feats)(

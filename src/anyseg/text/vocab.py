@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from anyseg.errors import InputError
+from anyseg.labels import check_label
 
 #: value of unlabeled pixels in class maps (``anyseg semantic``); class ``i`` has value ``i``
 UNLABELED = 255
@@ -80,6 +81,7 @@ def parse_classes(spec: str | Sequence[str] | None, what: str = "class list") ->
             if any(not n for n in names):
                 raise InputError(f"class {raw.strip()!r} in the {what} has an empty synonym")
             for n in names:
+                check_label(n.replace("\x00", ","), f"class name in the {what}")
                 key = n.lower()
                 if key in seen:
                     raise InputError(f"duplicate class name {n!r} in the {what} (also in {seen[key]!r})")

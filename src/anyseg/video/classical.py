@@ -9,9 +9,12 @@ Each step, from frame ``t-1`` to frame ``t`` (``t+1`` when propagating backward)
    the checks below, the forward flow.
 2. **Warp.** Each object's previous mask is warped along the backward flow with ``cv2.remap``
    (bilinear on the 0/1 mask, > 0.5 is in). Backward warping leaves no holes.
-3. **Refine.** GrabCut on a crop around the warped mask. Labels: definite foreground = the warped
-   mask eroded by the *band*, definite background = outside the warped mask dilated by the band,
-   probable foreground / background in the band inside / outside the warped boundary. The band
+3. **Refine.** GrabCut on a crop around the warped mask (through the image engine's guard against
+   degenerate colours, :func:`anyseg.models.classical.dither_degenerate`, which bounds the
+   cut's time; :func:`anyseg.cancel.check` runs per frame and object). Labels: definite
+   foreground = the warped mask eroded by the *band*, definite background = outside the warped
+   mask dilated by the band, probable foreground / background in the band inside / outside the
+   warped boundary. The band
    is ``band_frac * sqrt(area)`` working pixels (``band`` when given), so it scales with the
    object. Two cues relax these labels, so that the refinement can correct more than the band:
 
@@ -69,7 +72,9 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
+from anyseg import cancel
 from anyseg.errors import InputError, PromptError
+from anyseg.models.classical import MAX_ITERATIONS, MAX_WORK_PIXELS, dither_degenerate
 from anyseg.video.base import ObjectPrompt, checked_prompt
 from anyseg.video.frames import FrameSource
 
@@ -164,8 +169,9 @@ class ClassicalTracker:
             ``[2, max_band]``.
         band_frac: the relative band. Default 0.03 (3 pixels for a 100x100 object).
         max_band: upper limit of the relative band, in working pixels. Default 12.
-        max_side: longest side of the working resolution; ``None``: the video's own. Default 480.
-        iterations: GrabCut iterations per frame. Default 2.
+        max_side: longest side of the working resolution; ``None``: the video's own (both at
+            most :data:`~anyseg.models.classical.MAX_WORK_PIXELS` pixels). Default 480.
+        iterations: GrabCut iterations per frame, 1 to :data:`~anyseg.models.classical.MAX_ITERATIONS`. Default 2.
         models: colour models: ``"carry"`` (default), ``"freeze"`` or ``"frame"`` (module docstring).
         fb_check: forward-backward consistency threshold, working pixels: pixels whose flow
             round trip misses by more are occluded and left out of the motion cue; ``None``
@@ -204,8 +210,8 @@ class ClassicalTracker:
             raise InputError(f"band_frac must be > 0 and max_band >= 2; got {band_frac} and {max_band}")
         if max_side is not None and int(max_side) < 16:
             raise InputError(f"max_side must be at least 16 pixels (or None); got {max_side}")
-        if int(iterations) < 1:
-            raise InputError(f"iterations must be at least 1; got {iterations}")
+        if not 1 <= int(iterations) <= MAX_ITERATIONS:
+            raise InputError(f"iterations must be in 1..{MAX_ITERATIONS}; got {iterations}")
         if fb_check is not None and not fb_check > 0:
             raise InputError(f"fb_check must be > 0 pixels (or None); got {fb_check}")
         if not motion_min > 0 or int(motion_reach) < 1:
@@ -247,6 +253,7 @@ class ClassicalTracker:
             frames = ArrayFrames(frames)
         big_h, big_w = frames.size
         s = 1.0 if self.max_side is None else min(1.0, self.max_side / max(big_h, big_w))
+        s = min(s, float(np.sqrt(MAX_WORK_PIXELS / (big_h * big_w))))
         work = (max(1, round(big_h * s)), max(1, round(big_w * s)))
         return ClassicalState(frames=frames, size=(big_h, big_w), work=work)
 
@@ -309,6 +316,7 @@ class ClassicalTracker:
             state.cursor = None
         t = first
         while True:
+            cancel.check()  # one frame per step: a cancelled job stops here
             cur = state.cursor
             if cur is not None and cur.step == step and cur.index == t:
                 pass  # already there (where this call started)
@@ -350,6 +358,7 @@ class ClassicalTracker:
             soft: dict[int, np.ndarray] = {}
             refined: dict[int, np.ndarray] = {}
             for obj_id, ob in live.items():
+                cancel.check()
                 s = cv2.remap(ob.mask.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
                 soft[obj_id] = s
@@ -409,7 +418,7 @@ class ClassicalTracker:
         n_fg = int((sub & 1).sum())
         if n_fg < _MIN_PIXELS or sub.size - n_fg < _MIN_PIXELS:
             return warped
-        crop = np.ascontiguousarray(bgr[y0:y1, x0:x1])
+        crop = dither_degenerate(np.ascontiguousarray(bgr[y0:y1, x0:x1]))[0]  # the image engine's guard
         cv2.setRNGSeed(_SEED)
         try:
             if self.models == "frame" or ob.bgd is None or ob.fgd is None:
@@ -461,7 +470,8 @@ class ClassicalTracker:
         bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
         cv2.setRNGSeed(_SEED)
         try:  # zero iterations: only the GMMs' initialisation (k-means) from the labels
-            cv2.grabCut(np.ascontiguousarray(bgr[y0:y1, x0:x1]), sub, None, bgd, fgd, 0, cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(dither_degenerate(np.ascontiguousarray(bgr[y0:y1, x0:x1]))[0], sub, None, bgd, fgd, 0,
+                        cv2.GC_INIT_WITH_MASK)
         except cv2.error:
             return None, None
         return bgd, fgd

@@ -121,7 +121,7 @@ def load_video_tracker(name: str, weights: str | None = None, device: str | None
     """
     from anyseg.models.hf import SAM3_TRACKER_KEYS, load_pretrained, resolve_folder
     from anyseg.models.registry import get_spec
-    from anyseg.models.sam import _model_type, _read_preprocessor, _require_timm, default_device
+    from anyseg.models.sam import _model_type, _read_preprocessor, _require_timm, check_device
 
     _check_memory_frames(max_memory_frames)
     if get_spec(name).family == "edgetam":
@@ -135,7 +135,7 @@ def load_video_tracker(name: str, weights: str | None = None, device: str | None
             f"tracking needs; use the video checkpoint ({spec.hub_id}, model_type {VIDEO_TYPES[spec.family]})"
         )
     mapping = SAM3_TRACKER_KEYS if spec.family == "sam3_tracker" and model_type == "sam3_video" else None
-    device = device or default_device()
+    device = check_device(device)
     model = load_pretrained(spec, folder, VIDEO_MODEL_CLASSES[spec.family], device, key_mapping=mapping)
     mean, std = _read_preprocessor(folder, spec.family)
     return Sam2VideoTracker(spec, model, folder=folder, device=device, mean=mean, std=std,
