@@ -27,6 +27,8 @@ from anyseg.models.base import Predictor
 from anyseg.serve.app import create_app
 from anyseg.types import Embedding, Masks
 
+BASE = "http://127.0.0.1"  # the service answers to loopback Host names only (DNS rebinding)
+
 
 def _png(h: int = 48, w: int = 64, seed: int = 0) -> bytes:
     from PIL import Image
@@ -75,7 +77,7 @@ def client(tiny_sam, tmp_path):
     pred = Counting(tiny_sam)
     app = create_app(predictor=pred, db_url=f"sqlite:///{tmp_path / 'a.db'}", max_upload_bytes=200_000,
                      max_pixels=100_000)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         c.pred = pred
         yield c
 
@@ -249,7 +251,7 @@ def test_queue_full_503_and_timeout_504(tmp_path):
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as c:
             r = await c.post("/api/images", files={"file": ("a.png", _png(), "image/png")})
             iid = r.json()["id"]
             url = f"/api/images/{iid}/predict"
@@ -271,7 +273,7 @@ def test_queue_full_503_and_timeout_504(tmp_path):
 
     pred2 = SlowPredictor(threading.Event(), sleep=1.0)
     app2 = create_app(predictor=pred2, db_url=f"sqlite:///{tmp_path / 't.db'}", request_timeout_s=0.2)
-    with TestClient(app2) as c:
+    with TestClient(app2, base_url=BASE) as c:
         iid = _upload(c, _png()).json()["id"]
         r = c.post(f"/api/images/{iid}/predict", json={"points": [[3, 3]]})
         assert r.status_code == 504 and "0.2" in r.json()["detail"]
@@ -280,10 +282,10 @@ def test_queue_full_503_and_timeout_504(tmp_path):
 def test_cors(tiny_sam, tmp_path):
     hdr = {"Origin": "http://example.com"}
     app = create_app(predictor=tiny_sam, db_url=f"sqlite:///{tmp_path / 'c.db'}")
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         assert "access-control-allow-origin" not in c.get("/api/health", headers=hdr).headers
     app = create_app(predictor=tiny_sam, db_url=f"sqlite:///{tmp_path / 'c.db'}", cors_origins=["http://example.com"])
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         r = c.get("/api/health", headers=hdr)
         assert r.headers["access-control-allow-origin"] == "http://example.com"
         r = c.options("/api/projects", headers={**hdr, "Access-Control-Request-Method": "POST"})
@@ -338,13 +340,13 @@ def test_projects_annotations_crud(client):
 
 def test_persistence_across_restarts(tiny_sam, tmp_path):
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    with TestClient(create_app(predictor=tiny_sam, db_url=url)) as c:
+    with TestClient(create_app(predictor=tiny_sam, db_url=url), base_url=BASE) as c:
         iid = _upload(c, _png()).json()["id"]
         pid = c.post("/api/projects", json={"name": "keep"}).json()["id"]
         aid = c.post(f"/api/projects/{pid}/annotations",
                      json={"image_id": iid, "label": "cat", "rle": rle_mod.encode(_mask())}).json()["id"]
     pred = Counting(tiny_sam)
-    with TestClient(create_app(predictor=pred, db_url=url)) as c:
+    with TestClient(create_app(predictor=pred, db_url=url), base_url=BASE) as c:
         assert [i["id"] for i in c.get("/api/images").json()] == [iid]
         anns = c.get(f"/api/projects/{pid}/annotations").json()
         assert [a["id"] for a in anns] == [aid] and np.array_equal(rle_mod.decode(anns[0]["rle"]), _mask())
@@ -407,7 +409,7 @@ def test_runtime_applies_to_a_model_loaded_by_name(tiny_sam, tmp_path):
                      runtime="torch-bf16")
     pred = app.state.anyseg.predictor
     assert pred.runtime == "torch-bf16" and pred.model_id.endswith("@bf16")
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         up = c.post("/api/images", files={"file": ("a.png", _png(), "image/png")}).json()
         r = c.post(f"/api/images/{up['id']}/predict", json={"points": [[10, 10]]})
         assert r.status_code == 200, r.text

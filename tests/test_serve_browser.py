@@ -3,7 +3,8 @@
 Starts the real FastAPI app (tiny random-weight SAM) under uvicorn on a free local port and drives
 Debian's chromium through Playwright for Python: upload, click -> predict -> mask drawn, candidate
 keys, undo, negative click, save with a label, reload (the annotation comes back from the server),
-the COCO export checked with pycocotools, and the JS COCO-RLE codec checked against pycocotools.
+the COCO export checked with pycocotools, and the JS COCO-RLE codec checked against pycocotools;
+and, against a server started with an access token, that the page asks for it once and sends it.
 
 Needs ``/usr/bin/chromium`` (``scripts/install_browser.sh``) and the ``playwright`` package;
 skips with the reason otherwise.
@@ -53,15 +54,8 @@ def _make_image(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from tiny_models import BUILDERS
-
-    from anyseg.serve import app as app_mod
-
-    tmp = tmp_path_factory.mktemp("serve_browser")
-    weights = BUILDERS["sam"](tmp / "tiny-sam")
-    app = app_mod.create_app(model="sam-vit-base", weights=str(weights), db_url=f"sqlite:///{tmp}/a.db")
+def _start(app):
+    """Run ``app`` under uvicorn on a free 127.0.0.1 port in a thread; (server, thread, base URL)."""
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     srv = uvicorn.Server(config)
@@ -74,7 +68,37 @@ def server(tmp_path_factory):
         if time.time() > deadline:
             pytest.fail("uvicorn did not start within 60 s")
         time.sleep(0.05)
-    yield {"base": f"http://127.0.0.1:{port}", "tmp": tmp}
+    return srv, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from tiny_models import BUILDERS
+
+    from anyseg.serve import app as app_mod
+
+    tmp = tmp_path_factory.mktemp("serve_browser")
+    weights = BUILDERS["sam"](tmp / "tiny-sam")
+    app = app_mod.create_app(model="sam-vit-base", weights=str(weights), db_url=f"sqlite:///{tmp}/a.db")
+    srv, thread, base = _start(app)
+    yield {"base": base, "tmp": tmp}
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+TOKEN = "browser-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    """The service with an access token (classical engine: no weights)."""
+    from anyseg.models import load_model
+    from anyseg.serve import app as app_mod
+
+    tmp = tmp_path_factory.mktemp("serve_browser_token")
+    app = app_mod.create_app(predictor=load_model("classical"), db_url=f"sqlite:///{tmp}/t.db", token=TOKEN)
+    srv, thread, base = _start(app)
+    yield {"base": base, "tmp": tmp}
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -391,3 +415,31 @@ def test_drop_image_on_canvas(server, page, tmp_path):
                            arg=up.value.json()["id"])
     assert page.evaluate("[window.anyseg.state.width, window.anyseg.state.height]") == [W, H]
     assert "empty" not in (page.get_attribute("#dropzone", "class") or "")
+
+
+def test_token_is_asked_once_and_sent(token_server, page, tmp_path):
+    """A server with --token: the page asks once (on the first 401), then uploads, shows and exports with it."""
+    asked = []
+
+    def answer(dialog):
+        asked.append(dialog.message)
+        dialog.accept(TOKEN)
+
+    page.on("dialog", answer)
+    _open(page, token_server["base"] + "/")
+    page.wait_for_function("window.anyseg.state.projectId !== null")
+    assert len(asked) == 1 and "token" in asked[0]
+    with page.expect_response(lambda r: r.url.endswith("/api/images") and r.request.method == "POST") as up:
+        page.set_input_files("#file", str(_make_image(tmp_path / "tok.png")))
+    assert up.value.ok, up.value.text()
+    assert up.value.request.headers.get("authorization") == f"Bearer {TOKEN}"
+    page.wait_for_function("window.anyseg.state.image && window.anyseg.state.width === %d" % W)
+    with page.expect_download() as dl:
+        page.click("#export-coco")
+    path = tmp_path / "tok_coco.json"
+    dl.value.save_as(path)
+    assert json.loads(path.read_text())["categories"] == []
+    page.reload()
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_function("window.anyseg.state.image !== null")
+    assert len(asked) == 1  # kept for the tab: not asked again

@@ -1,13 +1,23 @@
-"""``anyseg serve``: command-line entry of the annotation service (uvicorn)."""
+"""``anyseg serve``: command-line entry of the annotation service (uvicorn).
+
+Binding an address other than loopback needs an access token (``--token`` or, better, the
+``ANYSEG_TOKEN`` environment variable, which other users of the machine cannot read from the
+process list); see docs/SERVE.md for the security model.
+"""
 
 from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 import sys
 
 from anyseg.runtime import RUNTIMES
+
+
+#: an interactive click that waits longer is better refused at once (503 + Retry-After)
+DEFAULT_MAX_WAIT_S = 10.0
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,9 +40,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="model worker threads (default 1)")
     p.add_argument("--queue", type=int, default=8, metavar="N",
                    help="model jobs that may wait beyond the running ones; more get 503 (default 8)")
-    p.add_argument("--timeout", type=float, default=60, metavar="S", help="model job timeout in seconds -> 504 (default 60)")
-    p.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
+    p.add_argument("--timeout", type=float, default=60, metavar="S",
+                   help="model job timeout in seconds -> 504, and the job is cancelled (default 60)")
+    p.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT_S, metavar="S",
+                   help="admit a model job only if it is expected to finish within S seconds (by the measured "
+                        f"service times), else 503 with Retry-After (default {DEFAULT_MAX_WAIT_S:g}, at most --timeout)")
+    p.add_argument("--max-json-mb", type=float, default=8, metavar="MB",
+                   help="largest JSON request body (default 8; uploads have --max-upload-mb)")
+    p.add_argument("--cors", "--cors-origin", dest="cors", action="append", default=None, metavar="ORIGIN",
                    help="allow cross-origin requests from ORIGIN (repeatable; default: CORS off)")
+    p.add_argument("--allow-host", action="append", default=None, metavar="NAME",
+                   help="also answer to this Host name (repeatable; default: the loopback names and the bound "
+                        "address); '*' turns the Host check off, which lets DNS rebinding reach the service")
+    p.add_argument("--token", default=None, metavar="TOKEN",
+                   help="require 'Authorization: Bearer TOKEN' on every /api request (default: $ANYSEG_TOKEN; "
+                        "required when --host is not a loopback address)")
     return p
 
 
@@ -61,16 +83,52 @@ def _check_port(host: str, port: int) -> str | None:
     return None
 
 
+#: shortest access token accepted
+MIN_TOKEN_LENGTH = 16
+
+
+def _token(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(token, None)`` from ``--token`` or ``ANYSEG_TOKEN`` (``None`` if neither), or ``(None, why not)``."""
+    token = getattr(args, "token", None) or os.environ.get("ANYSEG_TOKEN") or None
+    if token is None:
+        return None, None
+    if token != token.strip() or any(c.isspace() or not c.isprintable() for c in token):
+        return None, "the access token must be printable text without spaces"
+    if len(token) < MIN_TOKEN_LENGTH:
+        return None, (f"the access token has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+                      "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')")
+    return token, None
+
+
+def _check_settings(args: argparse.Namespace) -> str | None:
+    """A one-line reason why the settings cannot be used, or ``None``."""
+    if not 0 < args.port < 65536:
+        return f"--port must be in 1..65535; got {args.port}"
+    for name in ("max_upload_mb", "cache_mb", "timeout", "max_json_mb", "max_wait"):
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
+            return f"--{name.replace('_', '-')} must be positive; got {value}"
+    if args.workers < 1 or args.queue < 0 or args.max_pixels < 1:
+        return "--workers and --max-pixels must be >= 1 and --queue >= 0"
+    return None
+
+
+def _security(args: argparse.Namespace) -> tuple[dict, str | None]:
+    """The ``create_app`` keywords for hosts and the token, or a one-line reason to refuse to start."""
+    from anyseg.serve.security import allowed_hosts_for, is_loopback
+
+    token, why = _token(args)
+    if why:
+        return {}, why
+    if token is None and not is_loopback(args.host):
+        return {}, (f"--host {args.host} exposes the service to the network: give an access token with "
+                    "ANYSEG_TOKEN=... or --token (clients send 'Authorization: Bearer <token>'), or bind 127.0.0.1")
+    return {"token": token, "allowed_hosts": allowed_hosts_for(args.host, getattr(args, "allow_host", None))}, None
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the service; returns the exit code (2 with a one-line error for bad settings)."""
-    if not 0 < args.port < 65536:
-        return _err(f"--port must be in 1..65535; got {args.port}")
-    for name in ("max_upload_mb", "cache_mb", "timeout"):
-        if getattr(args, name) <= 0:
-            return _err(f"--{name.replace('_', '-')} must be positive; got {getattr(args, name)}")
-    if args.workers < 1 or args.queue < 0 or args.max_pixels < 1:
-        return _err("--workers and --max-pixels must be >= 1 and --queue >= 0")
-    reason = _check_port(args.host, args.port)
+    reason = _check_settings(args)
     if reason:
         return _err(reason)
     try:
@@ -81,21 +139,37 @@ def run(args: argparse.Namespace) -> int:
         return _err(f"the service needs fastapi and uvicorn (pip install fastapi uvicorn sqlalchemy python-multipart): {e}")
     from anyseg.errors import AnysegError
 
+    security, reason = _security(args)
+    if reason:
+        return _err(reason)
+    reason = _check_port(args.host, args.port)
+    if reason:
+        return _err(reason)
+    if args.device is not None:
+        from anyseg.errors import InputError
+        from anyseg.models.sam import check_device
+
+        try:
+            args.device = check_device(args.device)
+        except InputError as e:
+            return _err(str(e))
+
     try:
         app = create_app(
             model=args.model, weights=args.weights, db_url=args.db, device=args.device,
             max_upload_bytes=int(args.max_upload_mb * 1_000_000), max_pixels=args.max_pixels,
             cache_bytes=int(args.cache_mb * (1 << 20)), workers=args.workers, queue_size=args.queue,
             request_timeout_s=args.timeout, cors_origins=args.cors, data_dir=getattr(args, "data_dir", None),
-            runtime=getattr(args, "runtime", "auto"),
+            runtime=getattr(args, "runtime", "auto"), max_json_bytes=int(getattr(args, "max_json_mb", 8) * 1_000_000),
+            max_wait_s=min(args.timeout, getattr(args, "max_wait", None) or DEFAULT_MAX_WAIT_S), **security,
         )
     except AnysegError as e:
         return _err(str(e))
     except OSError as e:
         return _err(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""), 1)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"anyseg: notice: serving on {args.host}:{args.port}, reachable from other machines; "
-              "the service has no authentication", file=sys.stderr)
+    if security["token"] is not None:
+        print("anyseg: notice: /api requests need 'Authorization: Bearer <token>' (the web UI asks for it once)",
+              file=sys.stderr)
     print(f"anyseg: serving {app.state.anyseg.predictor.name} [{getattr(app.state.anyseg.predictor, 'runtime', 'torch')}] on http://{args.host}:{args.port}/", file=sys.stderr)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -131,6 +131,42 @@ function setStatus(text, kind = "ok") {
   el.dataset.state = kind;
 }
 
+// Access token: a server started with --token / ANYSEG_TOKEN answers 401 to /api requests
+// without "Authorization: Bearer <token>". The first 401 asks for the token once; it is kept in
+// sessionStorage (this tab only) and sent with every later request.
+const TOKEN_KEY = "anyseg.token";
+
+function getToken() {
+  try { return sessionStorage.getItem(TOKEN_KEY); } catch { return null; }
+}
+
+function askToken() {
+  const t = window.prompt("This anyseg server needs its access token (from --token or ANYSEG_TOKEN):");
+  if (t == null || !t.trim()) return null;
+  try { sessionStorage.setItem(TOKEN_KEY, t.trim()); } catch { /* storage may be disabled */ }
+  return t.trim();
+}
+
+/** fetch() with the token; on a 401 asks for the token (once per failure) and retries once. */
+async function authFetch(url, opts = {}) {
+  const send = (token) => {
+    const headers = { ...(opts.headers || {}) };
+    if (token) headers["Authorization"] = `Bearer ${token}`;
+    return fetch(url, { ...opts, headers });
+  };
+  const sent = getToken();
+  let resp = await send(sent);
+  if (resp.status === 401) {
+    let token = getToken();
+    if (!token || token === sent) {  // not already replaced by another request's prompt
+      try { sessionStorage.removeItem(TOKEN_KEY); } catch { /* */ }
+      token = askToken();
+    }
+    if (token) resp = await send(token);
+  }
+  return resp;
+}
+
 async function api(method, url, body, { quiet = false } = {}) {
   const opts = { method, headers: {} };
   if (body instanceof FormData) opts.body = body;
@@ -139,7 +175,7 @@ async function api(method, url, body, { quiet = false } = {}) {
   try {
     let resp;
     try {
-      resp = await fetch(url, opts);
+      resp = await authFetch(url, opts);
     } catch (err) {
       throw new Error(`network error: ${err.message}`);
     }
@@ -338,7 +374,12 @@ function loadImageElement(url) {
     const img = new Image();
     img.onload = () => resolve(img);
     img.onerror = () => reject(new Error(`could not load image ${url}`));
-    img.src = url;
+    if (!getToken()) { img.src = url; return; }
+    // with a token the bytes come through fetch (an <img src> cannot send the header)
+    authFetch(url).then(async (resp) => {
+      if (!resp.ok) throw new Error(`could not load image ${url}: ${resp.status}`);
+      img.src = URL.createObjectURL(await resp.blob());
+    }).catch(reject);
   });
 }
 
@@ -538,6 +579,31 @@ function exportCoco() {
   if (state.projectId == null) { setStatus("No project yet.", "error"); return; }
   $("export-coco").click();
 }
+
+/** With a token, export links download through fetch (a plain link cannot send the header). */
+async function downloadWithToken(ev) {
+  const a = ev.currentTarget;
+  if (!getToken() || a.classList.contains("disabled")) return;
+  ev.preventDefault();
+  try {
+    const resp = await authFetch(a.href);
+    if (!resp.ok) {
+      let detail = resp.statusText;
+      try { detail = (await resp.json()).detail ?? detail; } catch { /* */ }
+      setStatus(`export: ${resp.status} ${detail}`, "error");
+      return;
+    }
+    const match = /filename="([^"]+)"/.exec(resp.headers.get("Content-Disposition") || "");
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await resp.blob());
+    link.download = match ? match[1] : "export";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+  } catch (err) { setStatus(`export: ${err.message}`, "error"); }
+}
+
+for (const id of ["export-coco", "export-yolo", "export-png"]) $(id).addEventListener("click", downloadWithToken);
 
 // ---------------------------------------------------------------------------------------------
 // Events
