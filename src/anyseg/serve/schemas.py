@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from anyseg.labels import MAX_LABEL_LENGTH, check_label
 from anyseg.tasks.everything import MAX_CROP_LAYERS, MAX_POINTS_PER_BATCH, MAX_POINTS_PER_SIDE
@@ -157,39 +157,25 @@ class ProjectOut(BaseModel):
     annotation_count: int = 0
 
 
+#: an annotation label: one line of printable text (:func:`anyseg.labels.check_label`)
+Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_LENGTH), AfterValidator(_label)]
+#: annotation metadata: bounded in size and nesting (:func:`check_metadata`)
+Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
+
+
 class AnnotationIn(Strict):
     image_id: str = Field(..., max_length=64)
-    label: str = Field(..., min_length=1, max_length=MAX_LABEL_LENGTH)
+    label: Label
     rle: Rle
     score: float | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("label")
-    @classmethod
-    def check_label_field(cls, v: str | None) -> str | None:
-        return _label(v)
-
-    @field_validator("metadata")
-    @classmethod
-    def check_metadata_field(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_metadata(v)
+    metadata: Metadata = Field(default_factory=dict)
 
 
 class AnnotationPatch(Strict):
-    label: str | None = Field(None, min_length=1, max_length=MAX_LABEL_LENGTH)
+    label: Label | None = None
     rle: Rle | None = None
     score: float | None = None
-    metadata: dict[str, Any] | None = None
-
-    @field_validator("label")
-    @classmethod
-    def check_label_field(cls, v: str | None) -> str | None:
-        return _label(v)
-
-    @field_validator("metadata")
-    @classmethod
-    def check_metadata_field(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_metadata(v)
+    metadata: Metadata | None = None
 
 
 class AnnotationOut(BaseModel):
