@@ -11,28 +11,48 @@ from anyseg.errors import InputError
 from anyseg.eval.perf import RSSMonitor, Timer, current_rss_mb, measure_latency, peak_rss_mb
 
 
-def test_timer():
+class _FakeClock:
+    """perf_counter that advances only when told: timings are exact, whatever the machine's load."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_timer(monkeypatch):
     with Timer() as t:
         time.sleep(0.02)
-    assert 0.018 <= t.elapsed_s < 0.5
+    assert t.elapsed_s >= 0.018  # a sleep lasts at least this long; no upper bound (shared CI machine)
+    clock = _FakeClock()
+    monkeypatch.setattr("anyseg.eval.perf.time.perf_counter", clock)
+    with Timer() as t:
+        clock.now += 0.25
+    assert t.elapsed_s == pytest.approx(0.25)
+    monkeypatch.undo()
     calls = []
     with Timer(sync=lambda: calls.append(1)):
         pass
     assert calls == [1, 1]  # synchronized before starting and before stopping
 
 
-def test_measure_latency_of_sleep():
+def test_measure_latency(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr("anyseg.eval.perf.time.perf_counter", clock)
     calls = []
+    durations = iter([9.0, 9.0, 0.1, 0.2, 0.3, 0.4])  # 2 warm-up calls (not timed), then 4 timed
 
     def work(x, scale=1.0):
         calls.append(x)
-        time.sleep(x * scale)
+        clock.now += next(durations) * scale
 
     r = measure_latency(work, 0.05, warmup=2, repeat=4, scale=1.0)
-    assert len(calls) == 6  # 2 warm-up + 4 timed
+    monkeypatch.undo()
+    assert len(calls) == 6
     assert set(r) == {"mean_s", "median_s", "p95_s", "min_s", "fps"}
-    assert 0.049 <= r["min_s"] <= r["median_s"] <= r["p95_s"]
-    assert 0.049 <= r["mean_s"] < 0.2
+    assert r["min_s"] == pytest.approx(0.1) and r["median_s"] == pytest.approx(0.25)
+    assert r["mean_s"] == pytest.approx(0.25) and r["p95_s"] == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.4], 95))
     assert r["fps"] == pytest.approx(1 / r["mean_s"])
     with pytest.raises(InputError):
         measure_latency(work, 0.0, repeat=0)
@@ -47,9 +67,10 @@ def test_peak_rss():
 def test_rss_monitor_sees_a_200_mb_allocation():
     with RSSMonitor(interval_s=0.01) as mon:
         a = np.ones(200 * 1024 * 1024 // 8)  # 200 MiB, every page written
-        time.sleep(0.1)
+        deadline = time.monotonic() + 60  # a safety net only: wait for the sampler to see it, however loaded
+        while mon.peak_mb - mon.baseline_mb < 180 and time.monotonic() < deadline:
+            time.sleep(0.01)
         del a  # freed before the block ends: only the sampling thread saw it
-        time.sleep(0.05)
     assert mon.baseline_mb > 0
     assert mon.delta_mb >= 180, (mon.baseline_mb, mon.peak_mb)
     assert mon.peak_mb - current_rss_mb() >= 150  # the memory was returned, the peak remains
