@@ -53,7 +53,7 @@ def _start(db: Path, data: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "anyseg.cli", "serve", "--model", "classical", "--host", "127.0.0.1",
-         "--port", str(port), "--db", f"sqlite:///{db}", "--data-dir", str(data)],
+         "--port", str(port), "--db", f"sqlite:///{db}", "--data-dir", str(data), "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -18,6 +18,9 @@ Before any route runs, the request passes (outermost first) CORS (with ``cors_or
 catch-all that turns unexpected exceptions into JSON 500s (:mod:`anyseg.serve.errors`), the
 body limits, enforced on the byte stream (:mod:`anyseg.serve.limits`), and the
 Host/Origin/token checks (:mod:`anyseg.serve.security`). Every error is JSON ``{"detail": "one line"}``.
+With ``log_requests``, an outermost :class:`~anyseg.serve.reqlog.RequestLog` logs one line per
+request (method, path, status, milliseconds). ``/docs`` is Swagger UI served from local files
+(:mod:`anyseg.serve.docs`): no page of the service loads anything from another host.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from anyseg.cache import EmbeddingCache
 from anyseg.errors import InputError, ModelError
 from anyseg.serve.db import Database, ImageRow, sqlite_path
 from anyseg.serve.decode import MIME, base_name, check_id, decode_upload, normalise_rle
+from anyseg.serve.docs import install_docs
 from anyseg.serve.errors import ApiError, CatchAll, install_handlers
 from anyseg.serve.limits import BodyLimit, StrictJSONRoute
 from anyseg.serve.pool import WorkerPool
 from anyseg.serve.projects import projects_router
+from anyseg.serve.reqlog import RequestLog
 from anyseg.serve.schemas import (
     EverythingBody,
     Health,
@@ -183,8 +188,8 @@ def _default_data_dir(db_url: str) -> Path:
 
 
 def _add_middleware(app: FastAPI, st: State, json_limit: int, allowed_hosts: list[str] | None, token: str | None,
-                    cors_origins: list[str] | None) -> None:
-    """Host/Origin/token checks (innermost), body limits, the catch-all, CORS (outermost)."""
+                    cors_origins: list[str] | None, log_requests: bool = False) -> None:
+    """Host/Origin/token checks (innermost), body limits, the catch-all, CORS, the request log (outermost)."""
     app.add_middleware(Guard, allowed_hosts=allowed_hosts, token=token, cors_origins=cors_origins)
     app.add_middleware(BodyLimit, json_limit=min(json_limit, st.max_upload_bytes), upload_limit=st.max_upload_bytes)
     app.add_middleware(CatchAll)
@@ -193,6 +198,8 @@ def _add_middleware(app: FastAPI, st: State, json_limit: int, allowed_hosts: lis
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
+    if log_requests:  # outermost: it sees every answer, the refusals of the middleware above included
+        app.add_middleware(RequestLog)
 
 
 def create_app(model: str = "auto", weights: str | None = None, db_url: str = "sqlite:///anyseg.db",
@@ -201,7 +208,7 @@ def create_app(model: str = "auto", weights: str | None = None, db_url: str = "s
                cors_origins: list[str] | None = None, data_dir: str | Path | None = None,
                predictor: Any = None, runtime: str = "torch", *, max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
                allowed_hosts: list[str] | None = None, token: str | None = None,
-               max_wait_s: float | None = None) -> FastAPI:
+               max_wait_s: float | None = None, log_requests: bool = False) -> FastAPI:
     """The ``anyseg serve`` app. ``predictor`` (an already loaded Predictor) overrides ``model``/``weights``.
 
     ``runtime`` (see :mod:`anyseg.runtime`) applies to a model loaded by name; ``anyseg serve``
@@ -209,7 +216,8 @@ def create_app(model: str = "auto", weights: str | None = None, db_url: str = "s
     ``max_upload_bytes``). ``allowed_hosts`` are the ``Host`` names served (default the
     loopback names; ``"*"`` for any); with ``token`` every ``/api`` request needs
     ``Authorization: Bearer <token>``. ``max_wait_s`` (default ``request_timeout_s``) is the
-    longest expected wait a model job is admitted with.
+    longest expected wait a model job is admitted with. ``log_requests`` logs one line per
+    request on the ``anyseg.serve.requests`` logger (:mod:`anyseg.serve.reqlog`).
 
     Raises :class:`~anyseg.errors.AnysegError` (one line) for a model that cannot be loaded, a
     database that cannot be opened or a bad setting.
@@ -235,11 +243,13 @@ def create_app(model: str = "auto", weights: str | None = None, db_url: str = "s
         db.dispose()
 
     app = FastAPI(title="anyseg", summary="Interactive segmentation and annotation service",
-                  version="1", lifespan=lifespan)
+                  version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None)  # /docs from local files, no ReDoc: install_docs
     app.router.route_class = StrictJSONRoute
     app.state.anyseg = st
-    _add_middleware(app, st, int(max_json_bytes), allowed_hosts, token, cors_origins)
+    _add_middleware(app, st, int(max_json_bytes), allowed_hosts, token, cors_origins, log_requests)
     install_handlers(app)
+    install_docs(app, bearer=token is not None)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     _image_routes(app, st)
     _model_routes(app, st)

@@ -55,6 +55,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, metavar="TOKEN",
                    help="require 'Authorization: Bearer TOKEN' on every /api request (default: $ANYSEG_TOKEN; "
                         "required when --host is not a loopback address)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="do not log requests (default: one line per request on stderr: method, path, status, ms)")
     return p
 
 
@@ -161,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
             cache_bytes=int(args.cache_mb * (1 << 20)), workers=args.workers, queue_size=args.queue,
             request_timeout_s=args.timeout, cors_origins=args.cors, data_dir=getattr(args, "data_dir", None),
             runtime=getattr(args, "runtime", "auto"), max_json_bytes=int(getattr(args, "max_json_mb", 8) * 1_000_000),
-            max_wait_s=min(args.timeout, getattr(args, "max_wait", None) or DEFAULT_MAX_WAIT_S), **security,
+            max_wait_s=min(args.timeout, getattr(args, "max_wait", None) or DEFAULT_MAX_WAIT_S),
+            log_requests=not getattr(args, "quiet", False), **security,
         )
     except AnysegError as e:
         return _err(str(e))
@@ -171,8 +174,16 @@ def run(args: argparse.Namespace) -> int:
         print("anyseg: notice: /api requests need 'Authorization: Bearer <token>' (the web UI asks for it once)",
               file=sys.stderr)
     print(f"anyseg: serving {app.state.anyseg.predictor.name} [{getattr(app.state.anyseg.predictor, 'runtime', 'torch')}] on http://{args.host}:{args.port}/", file=sys.stderr)
+    return _serve(app, args, uvicorn.run)
+
+
+def _serve(app, args: argparse.Namespace, run_server) -> int:
+    """Run ``app`` with ``run_server`` (``uvicorn.run``; its access log off: the app logs requests); the exit code."""
+    from anyseg.serve.reqlog import log_to_stderr
+
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        with log_to_stderr():
+            run_server(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
         return _err(f"the server could not start on {args.host}:{args.port}") if e.code else 0
     return 0
