@@ -178,9 +178,15 @@ def test_track_cli_writes_davis_pngs_tracks_json_and_overlay(capsys, monkeypatch
     assert (out / "overlay.mp4").stat().st_size > 0
     import cv2
 
+    from anyseg.io.video import h264_encoder
+
     cap = cv2.VideoCapture(str(out / "overlay.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == T
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("latin-1").lower()
     cap.release()
+    codec = "h264" if h264_encoder() else "mpeg4"  # H.264 with the video extra, else mp4v (read back as FMP4)
+    assert tracks["files"]["overlay_codec"] == codec
+    assert fourcc in {"h264": ("avc1", "h264"), "mpeg4": ("fmp4", "mp4v")}[codec]
 
 
 def test_track_cli_resumes_an_interrupted_run(capsys, monkeypatch, tmp_path, video_dir):

@@ -49,7 +49,7 @@ def test_track_with_tiny_sam2_video_model(capsys, monkeypatch, models_dir, video
         assert ids.shape == (H, W) and set(np.unique(ids)) <= {0, 1, 5}
     tracks = json.loads((out / "tracks.json").read_text())
     assert [f["frame"] for f in tracks["frames"]] == list(range(T))
-    assert (out / "overlay.mp4").is_file()
+    assert (out / "overlay.mp4").is_file() and tracks["files"]["overlay_codec"] in ("h264", "mpeg4")
 
 
 def test_track_auto_uses_the_sam2_model_present(capsys, monkeypatch, models_dir, video_dir, tmp_path):

@@ -310,15 +310,18 @@ class TrackWriter:
         if not overlay:
             for name in ("overlay.mp4", ".overlay.partial.mp4"):
                 (self.out_dir / name).unlink(missing_ok=True)
-        per_frame, seen = self._write_frames(frames, fps, overlay, progress)
+        per_frame, seen, video = self._write_frames(frames, fps, overlay, progress)
+        files = {"masks": "masks/NNNNN.png", "overlay": "overlay.mp4" if overlay else None,
+                 "overlay_codec": video.codec if video else None}
         record = {**self.run, "run_id": self.run_id, "num_frames": n, "object_ids": sorted(seen),
-                  "frames": per_frame, "files": {"masks": "masks/NNNNN.png", "overlay": "overlay.mp4" if overlay else None}}
+                  "frames": per_frame, "files": files}
         write_json(self.out_dir / "tracks.json", record, indent=None)
-        write_json(self.out_dir / "run.json", self._record("done"))
+        write_json(self.out_dir / "run.json", {**self._record("done"), "files": files})
         self.status = "done"
         return record
 
-    def _write_frames(self, frames: Any, fps: float, overlay: bool, progress: bool) -> tuple[list, set[int]]:
+    def _write_frames(self, frames: Any, fps: float, overlay: bool, progress: bool) -> tuple[list, set[int], Any]:
+        """Per-frame records and object ids from the PNGs; the overlay's ``WrittenVideo`` (or ``None``)."""
         from anyseg.masks.rle import encode
 
         writer = _OverlayWriter(self.out_dir / "overlay.mp4", frames.size, fps) if overlay else None
@@ -342,25 +345,21 @@ class TrackWriter:
             if writer is not None:
                 writer.close(keep=False)
             raise
-        if writer is not None:
-            writer.close()
-        return per_frame, seen
+        return per_frame, seen, writer.close() if writer is not None else None
 
 
 class _OverlayWriter:
-    """mp4 (OpenCV ``mp4v``) of frames with object colours (DAVIS palette) and outlines."""
+    """``overlay.mp4`` (:func:`anyseg.io.video.open_video_writer`: H.264, else mp4v) of frames
+    with object colours (DAVIS palette) and outlines."""
 
     def __init__(self, path: Path, size: tuple[int, int], fps: float) -> None:
-        import cv2
-
         from anyseg.io.export import davis_palette
+        from anyseg.io.video import open_video_writer
 
-        h, w = size
-        self.path = path
-        self.tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps or 24.0), (w, h))
-        if not self.writer.isOpened():
-            raise InputError(f"cannot write {path} (OpenCV has no mp4 encoder here); rerun with --no-overlay")
+        try:
+            self.video = open_video_writer(path, size, fps if 0 < (fps or 0) < float("inf") else 24.0)
+        except InputError as e:
+            raise InputError(f"{e}; or rerun with --no-overlay") from None
         self.palette = davis_palette().astype(np.float32)
 
     def add(self, frame: np.ndarray, ids: np.ndarray) -> None:
@@ -371,15 +370,22 @@ class _OverlayWriter:
         edge[:, 1:] |= ids[:, 1:] != ids[:, :-1]
         edge[1:, :] |= ids[1:, :] != ids[:-1, :]
         out[edge] = 255
-        self.writer.write(np.clip(out, 0, 255).astype(np.uint8)[..., ::-1])
+        self.video.write(np.clip(out, 0, 255).astype(np.uint8))
 
-    def close(self, keep: bool = True) -> None:
-        """Finish the file and move it into place (``keep``), or remove the partial file."""
-        self.writer.release()
-        if keep and self.tmp.is_file():
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+    def close(self, keep: bool = True) -> Any:
+        """Finish the file and move it into place (``keep``: returns its ``WrittenVideo``, with a
+        notice on stderr when it is not H.264), or remove the partial file (returns ``None``)."""
+        import sys
+
+        from anyseg.io.video import fallback_notice
+
+        if not keep:
+            self.video.abort()
+            return None
+        video = self.video.close()
+        if video.codec != "h264":
+            print(fallback_notice(self.video.path.name), file=sys.stderr)
+        return video
 
 
 def _bar(items: Sequence[int] | None, desc: str, show: bool, total: int | None = None) -> Any:
