@@ -167,7 +167,7 @@ def test_without_an_h264_encoder_it_writes_mp4v_and_says_so(monkeypatch, tmp_pat
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
     assert fourcc in ("mp4v", "fmp4") and count == T  # FFmpeg reads MPEG-4 Part 2 back as FMP4
-    with pytest.raises(InputError, match=r"no H.264 encoder .*pip install 'anyseg\[video\]'"):
+    with pytest.raises(InputError, match=r"no H.264 encoder .*pip install 'av>=12'"):
         H264Writer(tmp_path / "w.mp4", (H, W), fps=10)
     assert "MPEG-4 Part 2" in fallback_notice("x.mp4") and "av>=12" in fallback_notice()
 
