@@ -49,6 +49,12 @@ def test_classical_everything_writes_indexed_png_overlay_and_coco(capsys, image_
     assert (coco.annToMask(anns[0]).astype(bool) == first).all()
     areas = [m["area"] for m in record["masks"]]
     assert areas == sorted(areas, reverse=True)
+    # the record says what the classical generator used, none of SAM's parameters it ignores
+    params = record["params"]
+    assert params["engine"] == "classical" and params["granularity"] == "whole" and params["min_area"] == 0
+    assert "points_per_side" not in params and "pred_iou_thresh" not in params
+    assert record["overlay"] == {"drawn": n, "skipped_whole_image": 0}
+    assert np.asarray(Image.open(out / "shapes_overlay.png")).shape == (96, 128, 3)
 
 
 def test_sam2_everything_through_weights(capsys, image_path, tmp_path):
@@ -60,6 +66,7 @@ def test_sam2_everything_through_weights(capsys, image_path, tmp_path):
     record = json.loads(stdout)
     assert record["params"]["pred_iou_thresh"] == 0 and record["params"]["points_per_side"] == 4
     assert record["num_masks"] >= 1 and (tmp_path / "o" / "shapes_overlay.png").is_file()
+    assert record["overlay"]["drawn"] + record["overlay"]["skipped_whole_image"] <= record["num_masks"]
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -141,3 +141,34 @@ def test_real_image_smoke():
     result = generate_classical(image)  # (its time is in the module docstring, measured, not asserted)
     assert 2 <= len(result) <= 500
     assert result.image_size == image.shape[:2]
+
+
+def test_classical_params_are_the_settings_used(synthetic, monkeypatch):
+    """The run record's ``params`` (classical_params) are what SLIC and the merges receive."""
+    import skimage.segmentation
+
+    from anyseg.tasks import everything_classical as ec
+
+    image, _ = synthetic
+    seen: dict = {"merges": []}
+    real_slic, real_merge = skimage.segmentation.slic, ec._merge
+
+    def slic(img, **kw):
+        seen["slic"], seen["span"], seen["shape"] = kw, float(img.max() - img.min()), img.shape[:2]
+        return real_slic(img, **kw)
+
+    def merge(lab, labels, thresh, ref_area):
+        seen["merges"].append((thresh, ref_area))
+        return real_merge(lab, labels, thresh, ref_area)
+
+    monkeypatch.setattr(skimage.segmentation, "slic", slic)
+    monkeypatch.setattr(ec, "_merge", merge)
+    ec.generate_classical(image, max_side=160)
+    p = ec.classical_params(image.shape[:2], max_side=160)
+    h, w = p["working_size"]
+    assert seen["shape"] == (h, w) == (120, 160)
+    assert seen["slic"]["n_segments"] == p["slic"]["n_segments"]
+    assert seen["slic"]["compactness"] * seen["span"] == pytest.approx(p["slic"]["compactness"])  # in Lab units
+    assert seen["slic"]["enforce_connectivity"] is p["slic"]["enforce_connectivity"]
+    levels = p["merge_levels"]
+    assert seen["merges"] == [(v["delta_e"], v["ref_area_fraction"] * h * w) for v in levels.values()]

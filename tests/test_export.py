@@ -157,7 +157,7 @@ def test_atomic_write_failure_keeps_old_file_and_no_temp(tmp_path, monkeypatch):
     def failing_png(*args, **kwargs):
         raise Boom("encoder crashed")
 
-    monkeypatch.setattr(export, "_png_bytes", failing_png)
+    monkeypatch.setattr(export, "png_bytes", failing_png)
     with pytest.raises(Boom):
         export.save_mask_pngs(_masks(), tmp_path, "x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coco.json"]

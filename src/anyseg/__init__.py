@@ -1,6 +1,19 @@
 """anyseg: image and video segmentation with foundation models.
 
-Importing ``anyseg`` is cheap: torch and transformers load only when a model is loaded.
+Importing ``anyseg`` is cheap: torch and transformers load only when a model is loaded, and
+the names below are imported on first use (``dir(anyseg)`` lists them all)::
+
+    import anyseg
+
+    model = anyseg.load_model("auto")            # best SAM-family model present, else "classical"
+    image = anyseg.load_image("photo.jpg")       # (H, W, 3) uint8 RGB
+    masks = model.predict(model.embed(image), anyseg.Prompt(points=[[230, 150]]))
+    masks                                         # Masks(n=..., image=HxW, ...)
+    vis = masks.overlay(image)                    # (H, W, 3) uint8 RGB
+    masks.save("out/", image=image)               # one PNG per mask, an indexed PNG, the overlay
+
+Segment everything: :func:`anyseg.tasks.everything.generate`; text prompts:
+:mod:`anyseg.tasks.text`; video: :mod:`anyseg.video`; exporters: :mod:`anyseg.io.export`.
 """
 
 from __future__ import annotations
@@ -30,3 +43,7 @@ def __getattr__(name: str) -> Any:  # lazy re-exports (PEP 562)
 
         return load_image
     raise AttributeError(f"module 'anyseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:  # PEP 562: the module's attributes plus the lazy exports
+    return sorted(set(globals()) | set(__all__))

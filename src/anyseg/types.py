@@ -7,7 +7,9 @@ has one row per mask, selection (int, slice, boolean array, index array) returns
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -201,11 +203,113 @@ class Masks:
         fields.update(columns)
         return Masks(**fields)
 
+    # -- drawing and files ------------------------------------------------------------------
+    def overlay(self, image: np.ndarray, alpha: float = 0.5, contours: bool = True, labels: Any = None,
+                colors: np.ndarray | None = None, max_area_fraction: float | None = None) -> np.ndarray:
+        """The masks drawn on a copy of ``image``: an ``(H, W, 3)`` uint8 RGB array.
+
+        One drawing for one mask or hundreds (:func:`anyseg.masks.overlay.overlay`): each pixel
+        takes the colour of the smallest mask covering it, blended once at ``alpha``, with thin
+        white outlines (``contours``); pixels outside every mask are unchanged.
+
+        Args:
+            image: the ``(H, W, 3)`` uint8 RGB image the masks belong to (grey, RGBA accepted).
+            alpha: opacity of the mask colours, in ``[0, 1]``.
+            contours: draw each mask's outline.
+            labels: ``None`` (no text), ``True`` (write :attr:`labels` at each mask's box) or a
+                list of ``N`` texts.
+            colors: ``(N, 3)`` or ``(3,)`` RGB colours; default the deterministic palette.
+            max_area_fraction: leave out masks covering more than this fraction of the image
+                (e.g. ``0.95`` for the whole-image masks of segment everything); ``None`` draws all.
+        """
+        from anyseg.masks.overlay import draw_labels, overlay
+
+        vis = overlay(image, self, alpha=alpha, colors=colors, contours=contours, max_area_fraction=max_area_fraction)
+        if labels is None or labels is False:
+            return vis
+        if labels is True:
+            if self.labels is None:
+                raise InputError("Masks.overlay(labels=True) needs Masks.labels, and these masks have none; "
+                                 "expected labels=None or a list of texts")
+            labels = self.labels.tolist()
+        return draw_labels(vis, self, labels, colors=colors)
+
+    def save(self, path: str | os.PathLike, image: np.ndarray | None = None, format: str | None = None,
+             stem: str = "masks") -> list[Path]:
+        """Write the masks to ``path``; returns the paths written (``pathlib.Path``).
+
+        ``format`` (``None``: from ``path``):
+
+        * ``"pngs"`` (a folder: an existing one, or a path without a suffix; created if
+          needed): ``{stem}_mask{i}.png`` (0/255, one per mask), ``{stem}_ids.png`` (the
+          indexed PNG below; only with 1 to 255 masks) and, when ``image`` is given,
+          ``{stem}_overlay.png`` (:meth:`overlay`) -- the names of ``anyseg everything``.
+        * ``"indexed"`` (``*.png``): one palette PNG, pixel value ``i + 1`` inside mask ``i``
+          and 0 elsewhere; where masks overlap the smaller mask's value is kept. At most 255 masks.
+        * ``"coco"`` (``*.json``): COCO instances JSON with compressed RLE (one image, id 1,
+          ``file_name`` the JSON's stem; categories from :attr:`labels`, else ``object``).
+        * ``"overlay"`` (``*.png``, with ``image``): :meth:`overlay` as an RGB PNG.
+
+        ``image`` is used by ``"pngs"`` and ``"overlay"`` only. Every file is written atomically.
+        """
+        from anyseg.io import export
+
+        fmt = _save_format(path, format, image is not None)
+        out = Path(path)
+        if fmt == "coco":
+            return [export.save_coco(export.to_coco(self, image_id=1, file_name=out.stem or "image"), out)]
+        if fmt == "overlay":
+            return [export.save_image_png(self.overlay(image), out)]
+        if fmt == "indexed":
+            if not 1 <= len(self) <= 255:
+                raise InputError(f"an indexed PNG holds 1 to 255 masks; got {len(self)}: save to a folder instead "
+                                 "(one PNG per mask)")
+            return [export.save_indexed_png(self._smallest_on_top(), out)]
+        out.mkdir(parents=True, exist_ok=True)
+        written = export.save_mask_pngs(self, out, stem)
+        if 1 <= len(self) <= 255:
+            written.append(export.save_indexed_png(self._smallest_on_top(), out / f"{stem}_ids.png"))
+        if image is not None:
+            written.append(export.save_image_png(self.overlay(image), out / f"{stem}_overlay.png"))
+        return written
+
+    def _smallest_on_top(self) -> "Masks":
+        """A copy whose scores rank the masks by area (smallest highest), for :func:`save_indexed_png`."""
+        ranks = np.empty(len(self), dtype=np.float32)
+        ranks[np.argsort(-self.areas, kind="stable")] = np.arange(len(self), dtype=np.float32)
+        return self.with_columns(scores=ranks)
+
     def __repr__(self) -> str:
         h, w = self.image_size
         extra = [c for c in ("logits", "labels", "object_ids") if getattr(self, c) is not None]
         extra += [f"data[{k}]" for k in self.data]
         return f"Masks(n={len(self)}, image={h}x{w}" + (f", columns={extra}" if extra else "") + ")"
+
+
+_SAVE_FORMATS = ("pngs", "indexed", "coco", "overlay")
+
+
+def _save_format(path: Any, format: str | None, has_image: bool) -> str:
+    """The format of :meth:`Masks.save` for ``path``, checked."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"Masks.save needs a path (str or os.PathLike); got {type(path).__name__}")
+    if format is not None and format not in _SAVE_FORMATS:
+        raise InputError(f"Masks.save format must be one of {', '.join(_SAVE_FORMATS)}; got {format!r}")
+    text = os.fspath(path)
+    suffix = Path(text).suffix.lower()
+    if format is None:
+        if Path(text).is_dir() or suffix == "" or str(text).endswith(("/", os.sep)):
+            format = "pngs"
+        elif suffix in (".png", ".json"):
+            format = "indexed" if suffix == ".png" else "coco"
+        else:
+            raise InputError(f"Masks.save needs a folder, a .png or a .json path; got {str(path)!r}")
+    if format == "overlay" and not has_image:
+        raise InputError("Masks.save(format='overlay') needs the image: save(path, image=img, format='overlay')")
+    if has_image and format in ("indexed", "coco"):
+        raise InputError(f"Masks.save uses image only for a folder or format='overlay'; got format {format!r} "
+                         f"for {str(path)!r} (for the overlay PNG pass format='overlay')")
+    return format
 
 
 @dataclass(frozen=True, eq=False)

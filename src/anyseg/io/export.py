@@ -21,13 +21,14 @@ import numpy as np
 from anyseg.errors import InputError
 from anyseg.io.atomic import write_bytes, write_json, write_text
 from anyseg.labels import check_label
-from anyseg.masks.overlay import draw_prompt, overlay
+from anyseg.masks.overlay import WHOLE_IMAGE_FRACTION, draw_prompt, overlay, overlay_regions
 from anyseg.masks.polygons import mask_to_polygons, polygons_to_mask
 from anyseg.masks.rle import area as rle_area, encode, to_bbox
 from anyseg.types import Masks, Prompt
 
 __all__ = [
-    "save_mask_pngs", "save_indexed_png", "save_overlay_png", "davis_palette",
+    "save_mask_pngs", "save_indexed_png", "save_overlay_png", "save_region_overlay_png", "save_image_png",
+    "davis_palette", "png_bytes",
     "to_coco", "save_coco", "to_yolo_seg", "save_yolo_seg", "yolo_classes", "save_yolo_classes", "coco_file_name",
 ]
 
@@ -38,7 +39,8 @@ def _check_masks(masks: Any) -> Masks:
     return masks
 
 
-def _png_bytes(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+def png_bytes(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+    """PNG file bytes of a uint8 ``(H, W)`` or ``(H, W, 3)`` array (with ``palette``: an indexed PNG)."""
     from PIL import Image
 
     im = Image.fromarray(np.ascontiguousarray(array))
@@ -71,7 +73,7 @@ def save_mask_pngs(masks: Masks, out_dir: str | os.PathLike, stem: str) -> list[
     paths = []
     for i, m in enumerate(masks.masks):
         path = out / f"{stem}_mask{i}.png"
-        write_bytes(path, _png_bytes(m.astype(np.uint8) * 255))
+        write_bytes(path, png_bytes(m.astype(np.uint8) * 255))
         paths.append(path)
     return paths
 
@@ -92,7 +94,7 @@ def save_indexed_png(masks: Masks, path: str | os.PathLike, ids: Sequence[int] |
     canvas = np.zeros(masks.image_size, dtype=np.uint8)
     for i in np.argsort(-masks.scores, kind="stable")[::-1]:  # best mask painted last
         canvas[masks.masks[i]] = values[i]
-    return write_bytes(path, _png_bytes(canvas, davis_palette()))
+    return write_bytes(path, png_bytes(canvas, davis_palette()))
 
 
 def save_overlay_png(image: np.ndarray, masks: Masks, path: str | os.PathLike, prompt: Prompt | None = None) -> Path:
@@ -100,7 +102,25 @@ def save_overlay_png(image: np.ndarray, masks: Masks, path: str | os.PathLike, p
     vis = overlay(image, _check_masks(masks))
     if prompt is not None:
         vis = draw_prompt(vis, prompt)
-    return write_bytes(path, _png_bytes(vis))
+    return write_bytes(path, png_bytes(vis))
+
+
+def save_image_png(image: np.ndarray, path: str | os.PathLike) -> Path:
+    """An ``(H, W, 3)`` uint8 RGB (or ``(H, W)`` grey) image, e.g. an overlay, as a PNG."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        shape = "x".join(map(str, arr.shape)) or "scalar"
+        raise InputError(f"expected an (H, W, 3) uint8 image to save; got {arr.dtype} of shape {shape}")
+    return write_bytes(path, png_bytes(arr))
+
+
+def save_region_overlay_png(image: np.ndarray, masks: Masks, path: str | os.PathLike,
+                            max_area_fraction: float = WHOLE_IMAGE_FRACTION) -> tuple[Path, dict[str, int]]:
+    """An RGB PNG of :func:`~anyseg.masks.overlay.overlay_regions` (segment everything: smallest
+    mask on top, one blend, thin outlines, whole-image masks left out); returns the path and
+    ``{"drawn": D, "skipped_whole_image": K}``."""
+    vis, info = overlay_regions(image, _check_masks(masks), max_area_fraction=max_area_fraction)
+    return write_bytes(path, png_bytes(vis)), info
 
 
 def _category_ids(masks: Masks, categories: list[dict] | None, category_ids: Any) -> tuple[list[dict], list[int]]:

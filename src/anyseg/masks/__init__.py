@@ -12,7 +12,7 @@ from anyseg.masks.boxes import (
     xyxy_to_xywh,
 )
 from anyseg.masks.cleanup import clean_masks, remove_small_regions
-from anyseg.masks.overlay import draw_prompt, overlay, palette
+from anyseg.masks.overlay import draw_labels, draw_prompt, overlay, overlay_regions, palette
 from anyseg.masks.polygons import (
     clip_polygon,
     mask_to_polygons,
@@ -31,5 +31,5 @@ __all__ = [
     "box_area", "box_iou", "mask_iou", "clip_boxes", "xyxy_to_xywh", "xywh_to_xyxy",
     "nms", "batched_nms", "mask_nms",
     "remove_small_regions", "clean_masks",
-    "palette", "overlay", "draw_prompt",
+    "palette", "overlay", "overlay_regions", "draw_labels", "draw_prompt",
 ]

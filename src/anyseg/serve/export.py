@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from anyseg.io.export import png_bytes
 from anyseg.serve.decode import base_name, one_line_label, safe_name
 
-__all__ = ["ExportAnnotation", "ExportImage", "finite", "png_bytes", "to_coco_dict", "to_zip"]
+__all__ = ["ExportAnnotation", "ExportImage", "finite", "to_coco_dict", "to_zip"]
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,6 @@ def finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite(v) for v in value]
     return value
-
-
-def png_bytes(mask: np.ndarray) -> bytes:
-    """A single-channel PNG (0/255) of a bool mask."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8) * 255).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _categories(anns: list[ExportAnnotation]) -> dict[str, int]:
@@ -135,7 +127,7 @@ def _write_png(zf: zipfile.ZipFile, anns: list[ExportAnnotation], images: dict[s
     index = []
     for a in anns:
         fname = f"masks/{stems[a.image_id]}_{a.id}_{safe_name(a.label)}.png"
-        zf.writestr(fname, png_bytes(_decode(a, images)))
+        zf.writestr(fname, png_bytes(_decode(a, images).astype(np.uint8) * 255))
         index.append({"file": fname, "annotation_id": a.id, "image_id": a.image_id,
                       "file_name": base_name(images[a.image_id].file_name), "label": a.label,
                       "score": finite(a.score)})

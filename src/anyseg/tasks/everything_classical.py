@@ -20,6 +20,9 @@ Method (``METHOD``), at a working resolution whose longer side is at most ``max_
 4. The label maps are upsampled to the full image size with nearest-neighbour sampling; the
    masks are dense ``(N, H, W)`` bool (about 100-250 regions for "all" on photographs).
 
+:func:`classical_params` gives these settings for an image as a dict (the ``params`` of
+``anyseg everything --model classical``'s run record).
+
 Cost: about 0.2-0.5 s for a 480x640 image on one core (SLIC is the largest part), plus about
 1 s for the first call's imports. :func:`anyseg.cancel.check` runs between the stages (blur,
 SLIC, each merge level, the masks), so a cancelled job stops within one stage.
@@ -34,6 +37,8 @@ flat region; a region with no boundary (the whole image) scores 0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from anyseg import cancel
@@ -41,14 +46,52 @@ from anyseg.errors import InputError
 from anyseg.models.base import check_image
 from anyseg.types import Masks
 
-__all__ = ["generate_classical", "METHOD", "LEVELS", "GRANULARITIES"]
+__all__ = ["generate_classical", "classical_params", "working_size", "METHOD", "LEVELS", "GRANULARITIES",
+           "MAX_SIDE", "BLUR_SIGMA", "SLIC_COMPACTNESS", "PIXELS_PER_SUPERPIXEL", "MAX_SUPERPIXELS"]
 
 #: the ``data["method"]`` value of every mask
 METHOD = "classical:slic+rag-merge"
 #: level name -> (Delta E merge threshold, reference area as a fraction of the image), fine to coarse
 LEVELS: dict[str, tuple[float, float]] = {"subpart": (6.0, 0.0), "part": (14.0, 0.002), "whole": (26.0, 0.01)}
 GRANULARITIES = ("whole", "part", "subpart", "all")
+#: the default longer side of the working resolution
+MAX_SIDE = 640
+#: Gaussian blur before everything else (working pixels)
+BLUR_SIGMA = 1.0
+#: SLIC: compactness in Lab units, one superpixel per this many working pixels, at most this many
+SLIC_COMPACTNESS = 10.0
+PIXELS_PER_SUPERPIXEL = 400
+MAX_SUPERPIXELS = 400
 _SORT_KEYS = ("area", "score")
+
+
+def working_size(height: int, width: int, max_side: int | None = MAX_SIDE) -> tuple[int, int]:
+    """``(h, w)`` of the working resolution: the image scaled so its longer side is at most ``max_side``."""
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _n_segments(h: int, w: int) -> int:
+    return int(np.clip(h * w // PIXELS_PER_SUPERPIXEL, 1, MAX_SUPERPIXELS))
+
+
+def classical_params(image_size: tuple[int, int], min_area: int = 0, granularity: str = "all",
+                     max_side: int | None = MAX_SIDE) -> dict:
+    """The settings :func:`generate_classical` uses for an ``(H, W)`` image, as a JSON-ready dict.
+
+    What a run record should say about a classical run (none of SAM's parameters, which it
+    does not use): ``engine``, ``method``, ``granularity``, ``min_area``, ``max_side``,
+    ``working_size`` ``[h, w]``, ``blur_sigma``, ``color_space``, ``slic`` (``n_segments``
+    requested, ``compactness`` in Lab units, ``enforce_connectivity``) and ``merge_levels``
+    (per level, fine to coarse: ``delta_e`` threshold and ``ref_area_fraction``).
+    """
+    h, w = working_size(int(image_size[0]), int(image_size[1]), max_side)
+    return {
+        "engine": "classical", "method": METHOD, "granularity": granularity, "min_area": int(min_area),
+        "max_side": max_side, "working_size": [h, w], "blur_sigma": BLUR_SIGMA, "color_space": "CIELAB",
+        "slic": {"n_segments": _n_segments(h, w), "compactness": SLIC_COMPACTNESS, "enforce_connectivity": True},
+        "merge_levels": {name: {"delta_e": t, "ref_area_fraction": r} for name, (t, r) in LEVELS.items()},
+    }
 
 
 def _region_stats(lab: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,8 +161,8 @@ def _edge_contrast(grad: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.clip(b / np.maximum(b + i, 1e-9), 0.0, 1.0).astype(np.float32)
 
 
-def generate_classical(image: np.ndarray, min_area: int = 0, granularity: str = "all", max_side: int | None = 640,
-                       progress: bool = False, sort_by: str = "area") -> Masks:
+def generate_classical(image: np.ndarray, min_area: int = 0, granularity: str = "all",
+                       max_side: int | None = MAX_SIDE, progress: bool = False, sort_by: str = "area") -> Masks:
     """Segment everything in ``image`` without a model (see the module docstring for the method).
 
     Args:
@@ -135,22 +178,11 @@ def generate_classical(image: np.ndarray, min_area: int = 0, granularity: str = 
     Returns:
         :class:`Masks` at the full image size, one mask per region; within one level the masks
         are disjoint and (with ``min_area=0``) cover the image. ``scores`` = edge contrast in
-        [0, 1]; ``data["level"]`` = level name; ``data["method"]`` = :data:`METHOD`.
+        [0, 1]; ``data["level"]`` = level name; ``data["method"]`` = :data:`METHOD`. The
+        settings used are :func:`classical_params` of the same arguments.
     """
     image = check_image(image)
-    if min_area < 0:
-        raise InputError(f"min_area must be >= 0; got {min_area}")
-    if granularity not in GRANULARITIES:
-        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {granularity!r}")
-    if sort_by not in _SORT_KEYS:
-        raise InputError(f"sort_by must be one of {', '.join(_SORT_KEYS)}; got {sort_by!r}")
-    if max_side is not None and max_side < 8:
-        raise InputError(f"max_side must be >= 8 or None; got {max_side}")
-
-    import cv2
-    from scipy import ndimage
-    from skimage.segmentation import slic
-
+    _check_args(min_area, granularity, max_side, sort_by)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -163,19 +195,40 @@ def generate_classical(image: np.ndarray, min_area: int = 0, granularity: str = 
         cancel.check()
 
     cancel.check()
-    H, W = image.shape[:2]
-    scale = 1.0 if max_side is None else min(1.0, max_side / max(H, W))
-    h, w = max(1, round(H * scale)), max(1, round(W * scale))
-    work = image if (h, w) == (H, W) else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    blurred = cv2.GaussianBlur(work, (0, 0), 1.0).astype(np.float32) * (1.0 / 255.0)
+    grad, maps = _level_maps(image, working_size(*image.shape[:2], max_side), step)
+    masks = _to_masks(maps, grad, image.shape[:2], min_area, granularity, sort_by)
+    if bar is not None:
+        bar.update(1)
+        bar.close()
+    return masks
+
+
+def _check_args(min_area: int, granularity: str, max_side: int | None, sort_by: str) -> None:
+    if min_area < 0:
+        raise InputError(f"min_area must be >= 0; got {min_area}")
+    if granularity not in GRANULARITIES:
+        raise InputError(f"granularity must be one of {', '.join(GRANULARITIES)}; got {granularity!r}")
+    if sort_by not in _SORT_KEYS:
+        raise InputError(f"sort_by must be one of {', '.join(_SORT_KEYS)}; got {sort_by!r}")
+    if max_side is not None and max_side < 8:
+        raise InputError(f"max_side must be >= 8 or None; got {max_side}")
+
+
+def _level_maps(image: np.ndarray, size: tuple[int, int], step: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The Lab gradient and the label map of every level (fine to coarse), at the working ``size``."""
+    import cv2
+    from skimage.segmentation import slic
+
+    h, w = size
+    work = image if (h, w) == image.shape[:2] else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    blurred = cv2.GaussianBlur(work, (0, 0), BLUR_SIGMA).astype(np.float32) * (1.0 / 255.0)
     lab = cv2.cvtColor(blurred, cv2.COLOR_RGB2Lab)
     grad = np.sqrt(sum(cv2.Sobel(lab[..., c], cv2.CV_32F, 1, 0) ** 2 + cv2.Sobel(lab[..., c], cv2.CV_32F, 0, 1) ** 2
                        for c in range(3)))
     step()
-    n_segments = int(np.clip(h * w // 400, 1, 400))
     span = max(float(lab.max() - lab.min()), 1e-6)  # slic rescales the image to [0, 1]: keep Lab units
-    labels = slic(lab, n_segments=n_segments, compactness=10.0 / span, convert2lab=False, start_label=0,
-                  channel_axis=-1, enforce_connectivity=True)
+    labels = slic(lab, n_segments=_n_segments(h, w), compactness=SLIC_COMPACTNESS / span, convert2lab=False,
+                  start_label=0, channel_axis=-1, enforce_connectivity=True)
     labels = np.unique(labels, return_inverse=True)[1].reshape(h, w)  # contiguous from 0
     step()
     maps: dict[str, np.ndarray] = {}
@@ -183,8 +236,17 @@ def generate_classical(image: np.ndarray, min_area: int = 0, granularity: str = 
         labels = _merge(lab, labels, thresh, ref * h * w)
         maps[name] = labels
         step()
+    return grad, maps
 
+
+def _to_masks(maps: dict[str, np.ndarray], grad: np.ndarray, size: tuple[int, int], min_area: int,
+              granularity: str, sort_by: str) -> Masks:
+    """The wanted levels' regions as full-size :class:`Masks` (nearest-neighbour upsampling), sorted."""
+    from scipy import ndimage
+
+    H, W = size
     names = list(LEVELS)
+    h, w = maps[names[0]].shape
     wanted = names if granularity == "all" else [granularity]
     rows, cols = np.arange(H) * h // H, np.arange(W) * w // W  # nearest-neighbour upsampling
     fulls: list[np.ndarray] = []
@@ -216,8 +278,5 @@ def generate_classical(image: np.ndarray, min_area: int = 0, granularity: str = 
         if j % 64 == 0:
             cancel.check()
         np.equal(fulls[col["part"][o]], col["id"][o], out=stack[j])
-    if bar is not None:
-        bar.update(1)
-        bar.close()
     return Masks(masks=stack, scores=col["score"][order].astype(np.float32), boxes=col["box"][order],
                  data={"level": col["level"][order].astype(str), "method": np.full(len(order), METHOD)})

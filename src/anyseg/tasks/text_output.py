@@ -116,7 +116,7 @@ def write_semantic(class_map: np.ndarray, image: np.ndarray, classes: Sequence[C
                    stem: str, model: str, params: dict[str, Any], image_path: str | None = None,
                    seconds: float | None = None) -> tuple[dict[str, Any], Path]:
     from anyseg.io.atomic import staged_dir, write_bytes, write_json
-    from anyseg.io.export import _png_bytes
+    from anyseg.io.export import png_bytes
 
     names = [c.label for c in classes]
     colours = class_colours(len(names))
@@ -130,8 +130,8 @@ def write_semantic(class_map: np.ndarray, image: np.ndarray, classes: Sequence[C
               "unlabeled_fraction": round(float(counts[UNLABELED]) / total, 6),
               "files": {"class_png": f"{stem}_classes.png", "overlay_png": f"{stem}_overlay.png"}}
     with staged_dir(out_dir) as stage:
-        write_bytes(stage / f"{stem}_classes.png", _png_bytes(class_map.astype(np.uint8), palette=pal))
-        write_bytes(stage / f"{stem}_overlay.png", _png_bytes(class_map_overlay(image, class_map, names)))
+        write_bytes(stage / f"{stem}_classes.png", png_bytes(class_map.astype(np.uint8), palette=pal))
+        write_bytes(stage / f"{stem}_overlay.png", png_bytes(class_map_overlay(image, class_map, names)))
         json_path = write_json(stage / f"{stem}.json", record)
     return record, Path(out_dir) / json_path.name
 
@@ -140,7 +140,7 @@ def write_panoptic(result: Any, image: np.ndarray, out_dir: str | Path, stem: st
                    params: dict[str, Any], image_path: str | None = None,
                    seconds: float | None = None) -> tuple[dict[str, Any], Path]:
     from anyseg.io.atomic import staged_dir, write_bytes, write_json
-    from anyseg.io.export import _png_bytes
+    from anyseg.io.export import png_bytes
     from anyseg.tasks.text import id_to_rgb
 
     h, w = image.shape[:2]
@@ -162,11 +162,11 @@ def write_panoptic(result: Any, image: np.ndarray, out_dir: str | Path, stem: st
         cmap[result.ids == sid] = cat
     names = [c["name"] for c in result.categories]
     with staged_dir(out_dir) as stage:
-        write_bytes(stage / png_name, _png_bytes(id_to_rgb(result.ids)))
+        write_bytes(stage / png_name, png_bytes(id_to_rgb(result.ids)))
         write_json(stage / f"{stem}_panoptic.json", coco, indent=None)
         vis = class_map_overlay(image, cmap, names)
         _outline_segments(vis, result.ids)
-        write_bytes(stage / f"{stem}_overlay.png", _png_bytes(vis))
+        write_bytes(stage / f"{stem}_overlay.png", png_bytes(vis))
         json_path = write_json(stage / f"{stem}.json", record)
     return record, Path(out_dir) / json_path.name
 
