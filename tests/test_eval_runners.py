@@ -158,8 +158,9 @@ def test_eval_interactive_reports_noc_and_curve(capsys, mask_data, tmp_path):
     assert summary["num_images"] == 2 and len(summary["iou_curve"]) == 3
     assert {"NoC@85", "NoC@90", "NoF@85", "NoF@90", "mIoU@1", "mIoU@3"} <= set(summary)
     assert (out / "iou_vs_clicks.png").is_file()
-    lines = (out / "results.jsonl").read_text().splitlines()
-    assert json.loads(lines[0])["header"]["max_clicks"] == 3 and len(lines) == 3
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert lines[0]["header"]["max_clicks"] == 3 and sum("name" in line for line in lines) == 2
+    assert [line["run"]["scored"] for line in lines if "run" in line] == [2]
 
 
 def test_eval_masks_from_any_tool(capsys, mask_data, tmp_path):

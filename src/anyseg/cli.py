@@ -412,11 +412,27 @@ def _cmd_panoptic(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_label(predictor) -> str:
+    """How a status line names ``predictor``: ``classical`` (it has no runtimes), else ``NAME [RUNTIME]``."""
+    if getattr(predictor, "family", "") == "classical":
+        return predictor.name
+    return f"{predictor.name} [{getattr(predictor, 'runtime', 'torch')}]"
+
+
+def _load_predictor(args: argparse.Namespace, device: str | None):
+    """``--model`` on ``--runtime`` (for the classical engine, a one-line error naming what to do)."""
+    from anyseg.models import load_model
+    from anyseg.runtime import with_runtime
+
+    quiet = args.model == "auto" and args.runtime not in ("auto", "torch")  # (the runtime error says it all)
+    model = load_model(args.model, weights=args.weights, device=device, quiet=quiet)
+    return with_runtime(model, args.runtime, requested=args.model)
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     import numpy as np
 
     from anyseg.io.images import load_image, load_mask
-    from anyseg.models import load_model
     from anyseg.tasks.promptable import segment, write_results
     from anyseg.types import Prompt
 
@@ -437,17 +453,15 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         mask=mask,
     )
     prompt.check_within(image.shape[:2])
-    from anyseg.runtime import with_runtime
-
-    predictor = with_runtime(load_model(args.model, weights=args.weights, device=device), args.runtime)
+    predictor = _load_predictor(args, device)
     result = segment(predictor, image, prompt, multimask=args.multimask)
     record, json_path = write_results(result, image, out_dir, Path(args.image).stem, image_path=str(args.image))
     if args.json:
         print(json.dumps(record))
     else:
         scores = ", ".join(f"{m['score']:.3f}" for m in record["masks"])
-        print(f"{len(record['masks'])} mask(s) from {record['model']} [{getattr(predictor, 'runtime', 'torch')}] "
-              f"(scores {scores}) -> {json_path}", file=sys.stderr)
+        print(f"{len(record['masks'])} mask(s) from {model_label(predictor)} (scores {scores}) -> {json_path}",
+              file=sys.stderr)
     return 0
 
 
@@ -455,7 +469,6 @@ def _cmd_everything(args: argparse.Namespace) -> int:
     import time
 
     from anyseg.io.images import load_image
-    from anyseg.models import load_model
     from anyseg.tasks.everything import generate, write_everything
 
     device = device_option(args.device)
@@ -470,9 +483,7 @@ def _cmd_everything(args: argparse.Namespace) -> int:
 
         classes = parse_classes(args.classes, "--classes")
     image = load_image(args.image, max_pixels=args.max_pixels)
-    from anyseg.runtime import with_runtime
-
-    predictor = with_runtime(load_model(args.model, weights=args.weights, device=device), args.runtime)
+    predictor = _load_predictor(args, device)
     params = everything_params(args, predictor.family if predictor.family != "classical" else "sam")
     if args.label_with is not None:
         from anyseg.tasks.text import resolve_text_model
@@ -500,7 +511,8 @@ def _cmd_everything(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record))
     else:
-        print(f"{len(masks)} mask(s) from {predictor.name} in {seconds:.1f} s -> {json_path}", file=sys.stderr)
+        label = model_label(predictor) + (f"+{clip.name}" if clip is not None else "")
+        print(f"{len(masks)} mask(s) from {label} in {seconds:.1f} s -> {json_path}", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,10 @@ from anyseg.errors import InputError
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
-def _files_by_stem(folder: Path, what: str) -> dict[str, Path]:
+def files_by_stem(folder: Path, what: str) -> dict[str, Path]:
+    """``{stem: path}`` of the image files in ``folder``; a missing or empty folder, or two files
+    with one stem, is a one-line :class:`InputError` (``what`` names the files).
+    """
     if not folder.is_dir():
         raise InputError(f"{what} folder not found: {folder}")
     files: dict[str, Path] = {}
@@ -130,6 +133,179 @@ def _read_array(path: Path, size: tuple[int, int] | None = None, reference: str 
         raise InputError(f"cannot read {path}: {e}") from None
 
 
+# -- binary masks: the one rule every ground-truth reader applies -------------------------------
+
+#: lossless masks with more than two values are thresholded at ``> THRESHOLD`` only when every
+#: pixel farther than ``NEAR`` from 0 and 255 lies within ``EDGE_RADIUS`` pixels of both a
+#: near-0 and a near-255 pixel (a resampled or anti-aliased 0/255 mask: grey only on edges);
+#: lossy (JPEG) masks always are, as their noise makes exact values meaningless
+THRESHOLD = 127
+NEAR = 32
+EDGE_RADIUS = 2
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+#: what an ambiguous mask's error suggests, per reader
+OBJECT_ID_HINT = "give --object-id K to pick one object (or --ignore-value V if one value marks void pixels)"
+PALETTE_HINT = "save several objects as an indexed (palette) PNG of object ids, or one object as 0/255"
+
+
+def _ambiguous(name: Any, values: np.ndarray, hint: str, what: str = "mask", void: int | None = None) -> InputError:
+    shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if len(values) > 6 else "")
+    besides = f" besides the void value {void}" if void is not None else ""
+    return InputError(f"{what} {name} has {len(values)} distinct values{besides} ({shown}): it looks like a "
+                      f"label/instance map, not a binary mask; {hint}")
+
+
+def _distinct(gray: np.ndarray) -> np.ndarray:
+    """The distinct values of ``gray``, ascending (a histogram for 8-bit masks)."""
+    if gray.dtype == np.uint8:
+        return np.flatnonzero(np.bincount(gray.ravel(), minlength=256))
+    return np.unique(gray)
+
+
+def _single_channel(values: np.ndarray, name: Any, lossy: bool) -> np.ndarray:
+    """One channel of a mask: grey as is; RGB with equal channels, or lossy, by its largest channel;
+    a lossless colour mask only as black + one colour (read as 0/255)."""
+    if values.ndim == 2:
+        return values
+    rgb = values[..., :3]
+    if rgb.shape[-1] == 1 or (rgb == rgb[..., :1]).all():
+        return rgb[..., 0]
+    if lossy:
+        return rgb.max(axis=-1)
+    key = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    colours = np.unique(key)
+    if len(colours) == 2 and colours[0] == 0:
+        return (key != 0).astype(np.uint8) * 255
+    shown = ", ".join(f"#{int(c):06x}" for c in colours[:6]) + (", ..." if len(colours) > 6 else "")
+    raise InputError(f"colour mask {name} has {len(colours)} colours ({shown}): expected a grey or palette mask, "
+                     "or black and one colour")
+
+
+def _auto_void(values: np.ndarray, void: int | None | str, lossy: bool, palette: bool,
+               object_id: int | None) -> int | None:
+    """The void value: ``void`` itself, or for ``"auto"`` none in lossy masks; 255 in label maps
+    (with ``object_id``, or palette masks that hold another non-zero index: the DAVIS / Pascal
+    VOC void); 128 in grey masks of exactly 0/128/255 with 128 and 255 (GrabCut's unlabeled band)."""
+    if void != "auto":
+        return void  # type: ignore[return-value]
+    if lossy:
+        return None
+    if object_id is not None:
+        return 255 if object_id != 255 else None
+    present = set(values.tolist())
+    if palette:
+        return 255 if 255 in present and present - {0, 255} else None
+    return 128 if {128, 255} <= present <= {0, 128, 255} else None
+
+
+def _foreground(gray: np.ndarray, values: np.ndarray, void_value: int | None, name: Any, lossy: bool,
+                palette: bool, hint: str) -> np.ndarray:
+    """Foreground of a mask whose non-void ``values`` are known (pixels equal to ``void_value`` are ignored)."""
+    nonzero = values[values != 0]
+    if not nonzero.size:
+        return np.zeros(gray.shape, bool)
+    keep = gray != void_value if void_value is not None else None
+    if palette:
+        if len(nonzero) > 1:
+            raise _ambiguous(name, values, hint, "palette mask", void_value)
+        return gray == nonzero[0]
+    if lossy:
+        if nonzero.max() > THRESHOLD:
+            return gray > THRESHOLD
+        raise InputError(f"lossy (JPEG) mask {name} has values only up to {nonzero.max()}: foreground must be > "
+                         f"{THRESHOLD} in a lossy mask (a 0/1 mask needs a lossless format such as PNG)")
+    if len(values) <= 2:
+        return gray == values[-1]
+    if _grey_only_on_edges(gray, keep):
+        return gray > THRESHOLD
+    raise _ambiguous(name, values, hint, void=void_value)
+
+
+def _grey_only_on_edges(gray: np.ndarray, keep: np.ndarray | None) -> bool:
+    """Whether ``gray`` (where ``keep``) is a 0/255 mask with grey values only along its edges."""
+    import cv2
+
+    low, high = gray < NEAR, (gray > 255 - NEAR) & (gray <= 255)
+    mid = ~(low | high) if keep is None else ~(low | high) & keep
+    if not high.any():
+        return False
+    if not mid.any():
+        return True
+    kernel = np.ones((2 * EDGE_RADIUS + 1, 2 * EDGE_RADIUS + 1), np.uint8)
+    near_low = cv2.dilate(low.view(np.uint8), kernel).view(bool)
+    near_high = cv2.dilate(high.view(np.uint8), kernel).view(bool)
+    return not (mid & ~(near_low & near_high)).any()
+
+
+def _object_pixels(gray: np.ndarray, values: np.ndarray, name: Any, object_id: int) -> np.ndarray:
+    if object_id not in values:
+        shown = ", ".join(str(v) for v in values[:8].tolist()) + (", ..." if len(values) > 8 else "")
+        raise InputError(f"mask {name} has no object id {object_id} (its values: {shown})")
+    return gray == object_id
+
+
+def binary_mask(values: np.ndarray, name: Any, void: int | None | str = "auto", *, lossy: bool = False,
+                palette: bool = False, object_id: int | None = None,
+                hint: str = OBJECT_ID_HINT) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(foreground, void)`` boolean ``(H, W)`` masks of a mask image's pixel ``values``.
+
+    The rule (docs/EVALUATION.md, "Binary masks"): pixels equal to the void value are ignored
+    (``void="auto"``: none in lossy masks, else 255 in label maps - palette masks, or with
+    ``object_id`` - and 128 in grey 0/128/255 masks); of the other values, with ``object_id`` the
+    pixels equal to it are the foreground; else a palette mask's one non-zero index; a lossy
+    mask's pixels > 127; a lossless mask with at most two values, its larger (0/1, 0/255, 0/v);
+    a lossless mask with more, pixels > 127 if its grey values (32..223) lie only along edges
+    between near-0 and near-255 pixels (within :data:`EDGE_RADIUS`).
+    Anything else (several objects, a label map, a soft mask) is a one-line :class:`InputError`
+    naming ``name`` and the values, ending with ``hint``. ``void`` is ``None`` when nothing is
+    ignored.
+    """
+    if object_id is not None and values.ndim == 3 and not (values[..., :3] == values[..., :1]).all():
+        raise InputError(f"--object-id needs a palette or grey mask of object ids; {name} is a colour image")
+    gray = _single_channel(values, name, lossy)
+    all_values = _distinct(gray)
+    void_value = _auto_void(all_values, void, lossy, palette, object_id)
+    keep = all_values != void_value if void_value is not None else np.ones(len(all_values), bool)
+    ignore = gray == void_value if void_value is not None and not keep.all() else None
+    if object_id is not None:
+        fg = _object_pixels(gray, all_values, name, object_id)
+    else:
+        fg = _foreground(gray, all_values[keep], void_value if ignore is not None else None, name, lossy, palette,
+                         hint)
+    if ignore is not None:
+        fg &= ~ignore
+    return fg, ignore
+
+
+def read_binary_mask(path: str | os.PathLike, void: int | None | str = "auto", object_id: int | None = None,
+                     size: tuple[int, int] | None = None, reference: str = "the expected size",
+                     max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(foreground, void)`` of the ground-truth mask at ``path`` by :func:`binary_mask`'s rule.
+
+    ``size``, ``reference`` and ``max_pixels`` are checked before decoding, as in :func:`read_object_ids`.
+    """
+    path = Path(path)
+    arr, mode = _read_array(path, size, reference, max_pixels)
+    return binary_mask(arr, path, void, lossy=path.suffix.lower() in LOSSY_SUFFIXES, palette=mode == "P",
+                       object_id=object_id)
+
+
+def read_prediction_mask(path: str | os.PathLike, object_id: int | None = None, size: tuple[int, int] | None = None,
+                         reference: str = "the ground truth") -> np.ndarray:
+    """``(H, W)`` bool foreground of a predicted mask by :func:`binary_mask`'s rule, with no void
+    value; a prediction that is not binary by that rule (several objects) takes ``object_id``,
+    when given and present in a lossless mask."""
+    path = Path(path)
+    arr, mode = _read_array(path, size, reference)
+    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    try:
+        return binary_mask(arr, path, None, lossy=lossy, palette=mode == "P")[0]
+    except InputError:
+        if object_id is None or lossy or arr.ndim != 2 or object_id not in _distinct(arr):
+            raise
+    return binary_mask(arr, path, None, object_id=object_id)[0]
+
+
 def _pair(images: dict[str, Path], masks: dict[str, Path], mask_dir: Path) -> list[tuple[str, Path, Path]]:
     missing = sorted(set(images) - set(masks))
     if missing:
@@ -143,12 +319,17 @@ def _pair(images: dict[str, Path], masks: dict[str, Path], mask_dir: Path) -> li
 
 @dataclass(frozen=True)
 class MaskSample:
-    """One image with a binary ground-truth mask and optional ignored pixels."""
+    """One image with a binary ground-truth mask and optional ignored pixels.
+
+    ``ignore_value`` is the void value (``"auto"``, an int, or ``None``) and ``object_id`` the
+    object of a label-map mask, as :func:`binary_mask` takes them.
+    """
 
     name: str
     image_path: Path
     mask_path: Path
-    ignore_value: int | None = None
+    ignore_value: int | None | str = "auto"
+    object_id: int | None = None
 
     def load_image(self) -> np.ndarray:
         from anyseg.io.images import load_image
@@ -156,40 +337,24 @@ class MaskSample:
         return load_image(self.image_path)
 
     def load_gt(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(gt, ignore)``: foreground = any channel > 127 outside the ignored value."""
-        arr, _ = _read_array(self.mask_path)
-        if arr.ndim == 3:
-            ignore = np.all(arr[..., :3] == self.ignore_value, axis=-1) if self.ignore_value is not None else None
-            fg = (arr[..., :3] > 127).any(axis=-1)
-        else:
-            ignore = arr == self.ignore_value if self.ignore_value is not None else None
-            fg = arr > 127
-        if ignore is not None:
-            fg &= ~ignore
-            if not ignore.any():
-                ignore = None
-        return fg, ignore
+        """``(gt, ignore)`` by :func:`binary_mask`'s rule; ``ignore`` is ``None`` when nothing is ignored."""
+        return read_binary_mask(self.mask_path, self.ignore_value, self.object_id)
 
 
 def read_mask_folder(root: str | os.PathLike, images: str = "images", masks: str = "masks",
-                     ignore_value: int | None | str = "auto", limit: int | None = None) -> list[MaskSample]:
+                     ignore_value: int | None | str = "auto", limit: int | None = None,
+                     object_id: int | None = None) -> list[MaskSample]:
     """Pairs ``root/images/NAME.*`` with ``root/masks/NAME.*`` by file stem.
 
-    ``ignore_value="auto"`` ignores pixels equal to 128 in lossless masks (the GrabCut
-    benchmark's unlabeled band) and nothing in JPEG masks, whose compression noise makes exact
-    values meaningless (Kvasir-SEG). Pass an int or ``None`` to choose explicitly.
+    Masks are read by :func:`binary_mask`'s rule: ``ignore_value="auto"`` ignores GrabCut's
+    128 band in grey 0/128/255 masks (255 in label maps) and nothing in JPEG masks, whose
+    compression noise makes exact values meaningless (Kvasir-SEG); pass an int or ``None`` to
+    choose explicitly. ``object_id`` picks one object of palette or grey label-map masks.
     """
     root = Path(root)
     image_dir, mask_dir = root / images, root / masks
-    pairs = _pair(_files_by_stem(image_dir, "image"), _files_by_stem(mask_dir, "mask"), mask_dir)
-    out = []
-    for stem, ip, mp in pairs[: limit or None]:
-        if ignore_value == "auto":
-            iv = None if mp.suffix.lower() in (".jpg", ".jpeg") else 128
-        else:
-            iv = ignore_value  # type: ignore[assignment]
-        out.append(MaskSample(stem, ip, mp, iv))
-    return out
+    pairs = _pair(files_by_stem(image_dir, "image"), files_by_stem(mask_dir, "mask"), mask_dir)
+    return [MaskSample(stem, ip, mp, ignore_value, object_id) for stem, ip, mp in pairs[: limit or None]]
 
 
 # -- DAVIS ---------------------------------------------------------------------------------------
@@ -232,18 +397,19 @@ class VideoSample:
 
 def read_object_ids(path: Path, size: tuple[int, int] | None = None, reference: str = "the expected size",
                     max_pixels: int | None = None) -> np.ndarray:
-    """``(H, W)`` int32 object ids of a mask image: palette indices of 'P' images, else 1 where > 127.
+    """``(H, W)`` int32 object ids of a mask image: palette indices of 'P' images, else object 1
+    where :func:`binary_mask`'s rule finds foreground (0/1, 0/255, ...; no void value).
 
     With ``size=(H, W)`` a mask of another size is refused before its pixels are decoded
     (``reference`` names what the size is, in the message); so is one over ``max_pixels``
     (default ``ANYSEG_MAX_PIXELS`` or 40 MP).
     """
+    path = Path(path)
     arr, mode = _read_array(path, size, reference, max_pixels)
     if mode == "P":
         return arr.astype(np.int32)
-    if arr.ndim == 3:
-        arr = arr[..., :3].max(axis=-1)
-    return (arr > 127).astype(np.int32)
+    fg, _ = binary_mask(arr, path, None, lossy=path.suffix.lower() in LOSSY_SUFFIXES, hint=PALETTE_HINT)
+    return fg.astype(np.int32)
 
 
 def read_davis(root: str | os.PathLike, resolution: str = "480p", sequences: list[str] | None = None,
@@ -261,8 +427,8 @@ def read_davis(root: str | os.PathLike, resolution: str = "480p", sequences: lis
         raise InputError(f"no sequences in {frames_root}")
     out = []
     for name in names[: limit or None]:
-        frames = _files_by_stem(frames_root / name, "frame")
-        anns = _files_by_stem(ann_root / name, "annotation") if (ann_root / name).is_dir() else {}
+        frames = files_by_stem(frames_root / name, "frame")
+        anns = files_by_stem(ann_root / name, "annotation") if (ann_root / name).is_dir() else {}
         if not anns:
             raise InputError(f"no annotations for sequence {name} in {ann_root / name}")
         if require_all_annotations:
@@ -310,7 +476,7 @@ class SemanticSample:
 def read_semantic(root: str | os.PathLike, num_classes: int, void_id: int = 255, images: str = "images",
                   labels: str = "labels", limit: int | None = None) -> list[SemanticSample]:
     root = Path(root)
-    pairs = _pair(_files_by_stem(root / images, "image"), _files_by_stem(root / labels, "label"), root / labels)
+    pairs = _pair(files_by_stem(root / images, "image"), files_by_stem(root / labels, "label"), root / labels)
     return [SemanticSample(s, ip, lp, num_classes, void_id) for s, ip, lp in pairs[: limit or None]]
 
 

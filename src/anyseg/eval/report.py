@@ -10,9 +10,19 @@ import numpy as np
 from anyseg.io.atomic import atomic_open, write_json, write_text
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+def format_value(v: Any) -> str:
+    """A summary value as printed: integers as they are; floats in [-1, 1] (IoU, J&F, AP, ...) to
+    4 decimals; larger floats to 4 significant digits without trailing zeros (``226.5``,
+    ``19.95``, ``3``; ``1234.6`` -> ``1235``); anything else by ``str``."""
+    if isinstance(v, (float, np.floating)) and not isinstance(v, bool):
+        v = float(v)
+        if not np.isfinite(v):
+            return str(v)
+        if abs(v) <= 1:
+            return f"{v:.4f}"
+        digits = len(str(int(abs(v))))
+        text = f"{v:.{max(0, 4 - digits)}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
     return str(v)
 
 
@@ -23,7 +33,7 @@ def scalar_rows(summary: dict[str, Any]) -> list[tuple[str, Any]]:
 def format_table(summary: dict[str, Any]) -> str:
     rows = scalar_rows(summary)
     width = max((len(k) for k, _ in rows), default=8)
-    return "\n".join(f"{k:<{width}}  {_fmt(v)}" for k, v in rows)
+    return "\n".join(f"{k:<{width}}  {format_value(v)}" for k, v in rows)
 
 
 def _per_item(kind: str, records: list[dict]) -> tuple[str, list[str], list[float]]:
@@ -95,14 +105,14 @@ def write_report(out_dir: str | Path, kind: str, header: dict[str, Any], records
     lines = [f"# anyseg eval {kind}", "", f"Command: `{command}`", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in header.items()]
     lines += ["", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in scalar_rows(summary)]
+    lines += [f"| {k} | {format_value(v)} |" for k, v in scalar_rows(summary)]
     if summary.get("per_class"):
         lines += ["", "| class | IoU | accuracy |", "|---|---|---|"]
-        lines += [f"| {k} | {'-' if v['IoU'] is None else _fmt(v['IoU'])} | {'-' if v['Acc'] is None else _fmt(v['Acc'])} |"
+        lines += [f"| {k} | {'-' if v['IoU'] is None else format_value(v['IoU'])} | {'-' if v['Acc'] is None else format_value(v['Acc'])} |"
                   for k, v in summary["per_class"].items()]
     if names:
         lines += ["", f"| item | {label} |", "|---|---|"]
-        lines += [f"| {n} | {v:.4f} |" for n, v in zip(names, vals)]
+        lines += [f"| {n} | {format_value(float(v))} |" for n, v in zip(names, vals)]
     lines += [""] + [f"![{p.stem}]({p.name})" for p in pngs]
     report_path = write_text(out_dir / "report.md", "\n".join(lines) + "\n")
     return {"summary": summary_path, "report": report_path, **{p.stem: p for p in pngs}}

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from anyseg.errors import InputError
-from anyseg.eval.datasets import MaskSample, SemanticSample, VideoSample, read_object_ids
+from anyseg.eval.datasets import MaskSample, SemanticSample, VideoSample, read_object_ids, read_prediction_mask
 from anyseg.eval.store import ResultStore
 
 #: A video engine: ``(sample, first-frame object masks {id: (H, W) bool}) -> iterator of
@@ -238,20 +238,50 @@ def score_mask_files(pairs: Sequence[tuple[str, Any, MaskSample]], store: Result
 
     for name, pred_path, sample in _progress([p for p in pairs if p[0] not in store], "masks"):
         gt, ignore = sample.load_gt()
-        pred = read_object_ids(pred_path, size=gt.shape, reference="the ground truth") > 0
+        pred = read_prediction_mask(pred_path, sample.object_id, size=gt.shape, reference="the ground truth")
         store.add({"name": name, "iou": round(iou(pred, gt, ignore), 6), "dice": round(dice(pred, gt, ignore), 6),
                    "boundary_f": round(float(db_eval_boundary(gt, pred, ignore)), 6)})
     records = _records(store, (p[0] for p in pairs))
     return records, _mean_summary(records, ("iou", "dice", "boundary_f"))
 
 
-def score_video_files(pred_root, samples: Sequence[VideoSample], store: ResultStore,
-                      skip_first_last: bool = True) -> tuple[list[dict], dict]:
-    """DAVIS-format results (``PRED/SEQ/NNNNN.png``, object ids as values) vs DAVIS annotations."""
+def split_by_predictions(pred_root, samples: Sequence[VideoSample],
+                         require_all: bool = False) -> tuple[list[VideoSample], list[str]]:
+    """``(present, missing names)``: the sequences with at least one PNG in ``pred_root/SEQ/``, and the others.
+
+    No sequence present, or (with ``require_all``) any missing, is a one-line :class:`InputError`.
+    """
     from pathlib import Path
 
     pred_root = Path(pred_root)
-    for s in _progress([s for s in samples if s.name not in store], "videos"):
+    present, missing = [], []
+    for s in samples:
+        folder = pred_root / s.name
+        if folder.is_dir() and any(p.suffix.lower() == ".png" for p in folder.iterdir()):
+            present.append(s)
+        else:
+            missing.append(s.name)
+    if missing and (require_all or not present):
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise InputError(f"no predictions in {pred_root} for {len(missing)} of {len(samples)} sequences ({shown}; "
+                         "expected PRED/SEQ/NNNNN.png)" + ("; drop --require-all to score the others"
+                                                           if present else ""))
+    return present, missing
+
+
+def score_video_files(pred_root, samples: Sequence[VideoSample], store: ResultStore, skip_first_last: bool = True,
+                      require_all: bool = False) -> tuple[list[dict], dict]:
+    """DAVIS-format results (``PRED/SEQ/NNNNN.png``, object ids as values) vs DAVIS annotations.
+
+    Sequences without predictions (no PNG in ``PRED/SEQ/``) are left out and listed in the
+    summary's ``missing_sequences``; with ``require_all`` any is an :class:`InputError`, as is
+    no sequence at all. Within a scored sequence every frame needs its prediction.
+    """
+    from pathlib import Path
+
+    pred_root = Path(pred_root)
+    present, missing = split_by_predictions(pred_root, samples, require_all)
+    for s in _progress([s for s in present if s.name not in store], "videos"):
         gt = s.load_annotations()
         pred = np.zeros_like(gt)
         for t, frame in enumerate(s.frames):
@@ -260,5 +290,8 @@ def score_video_files(pred_root, samples: Sequence[VideoSample], store: ResultSt
                 raise InputError(f"missing prediction {pred_root / s.name / (frame.stem + '.png')} for frame {t} of {s.name}")
             pred[t] = read_object_ids(path, size=gt.shape[1:], reference="the ground truth")
         store.add(score_video(s.name, gt, pred, skip_first_last))
-    records = _records(store, (s.name for s in samples))
-    return records, video_summary(records)
+    records = _records(store, (s.name for s in present))
+    summary = video_summary(records)
+    summary["num_sequences_missing"] = len(missing)
+    summary["missing_sequences"] = missing
+    return records, summary

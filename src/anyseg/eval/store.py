@@ -2,7 +2,9 @@
 
 A rerun with the same ``--out`` skips items already scored; a run with different settings
 into the same folder is refused (it would mix results). A line cut short by an interrupted
-run is dropped on reading, so the item is simply scored again.
+run is dropped on reading, so the item is simply scored again. Each finished run also appends a
+``{"run": {...}}`` line (its peak RSS and how many items it scored), so a resumed run can
+report every run's figures, not only its own.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ class ResultStore:
         self.path = self.out_dir / RESULTS
         self.header = json.loads(json.dumps(header))  # normalised (tuples -> lists)
         self._records: dict[str, dict[str, Any]] = {}
-        if self.path.exists() and not fresh:
+        self._runs: list[dict[str, Any]] = []
+        #: items added by this run
+        self.added = 0
+        #: whether earlier results were read (a resumed run)
+        self.resumed = self.path.exists() and not fresh
+        if self.resumed:
             self._load()
         else:
             self._rewrite()
@@ -49,7 +56,13 @@ class ResultStore:
                 "use another --out, or --fresh to start over"
             )
         for rec in good[1:]:
-            self._records[rec["name"]] = rec
+            if isinstance(rec, dict) and "name" not in rec and isinstance(rec.get("run"), dict):
+                self._runs.append(rec["run"])
+            elif isinstance(rec, dict) and "name" in rec:
+                self._records[rec["name"]] = rec
+            else:
+                raise InputError(f"{self.path} holds a line that is neither an item nor a run; remove the file or "
+                                 "use --fresh")
         if len(good) != len(lines):
             self._rewrite()
 
@@ -57,6 +70,7 @@ class ResultStore:
         from anyseg.io.atomic import write_text
 
         lines = [json.dumps({"header": self.header})] + [json.dumps(r) for r in self._records.values()]
+        lines += [json.dumps({"run": r}) for r in self._runs]
         write_text(self.path, "\n".join(lines) + "\n")
 
     def __contains__(self, name: str) -> bool:
@@ -67,10 +81,23 @@ class ResultStore:
         if "name" not in record:
             raise ValueError("a result record needs a 'name'")
         self._records[record["name"]] = record
+        self.added += 1
+        self._append(record)
+
+    def add_run(self, info: dict[str, Any]) -> None:
+        """Append one finished run's figures (e.g. ``{"peak_rss_mb": 226.5, "scored": 3}``)."""
+        self._runs.append(dict(info))
+        self._append({"run": dict(info)})
+
+    def _append(self, line: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(line) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
     def records(self) -> list[dict[str, Any]]:
         return list(self._records.values())
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The figures of the earlier finished runs into this folder (and this one's, once added), oldest first."""
+        return list(self._runs)

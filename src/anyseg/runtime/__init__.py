@@ -45,8 +45,23 @@ def default_runtime(device: str | None = None) -> tuple[str, str]:
     return "torch", "CPU without native bf16: fp32 with the rescheduled decoder"
 
 
-def with_runtime(predictor: Any, runtime: str = "auto") -> Any:
-    """``predictor`` running on ``runtime``; the classical engine only runs ``torch`` (its own code)."""
+def classical_runtime_error(runtime: str, requested: str | None = None) -> InputError:
+    """The error for ``runtime`` asked of the classical engine: with ``requested="auto"`` it is
+    there because no SAM-family model is present, so the message says how to get one."""
+    if requested == "auto":
+        return InputError(f"no SAM-family model is present on this machine (the classical engine has no {runtime} "
+                          "runtime); get one with `anyseg models pull sam2.1-hiera-tiny` (or put weights in "
+                          "$ANYSEG_MODELS), or drop --runtime")
+    return InputError(f"the classical engine has no {runtime} runtime: it has only its own (--runtime torch or "
+                      "auto); drop --runtime, or pick a SAM-family model (`anyseg models list`)")
+
+
+def with_runtime(predictor: Any, runtime: str = "auto", requested: str | None = None) -> Any:
+    """``predictor`` running on ``runtime``; the classical engine only runs ``torch`` (its own code).
+
+    ``requested`` is the model name the user gave (e.g. ``auto``): it words the error for a
+    classical engine asked for another runtime (:func:`classical_runtime_error`).
+    """
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
     classical = getattr(predictor, "family", "") == "classical"
@@ -54,7 +69,7 @@ def with_runtime(predictor: Any, runtime: str = "auto") -> Any:
         runtime = "torch" if classical else default_runtime(getattr(predictor, "device", "cpu"))[0]
     if runtime == "torch" or classical:
         if runtime != "torch":
-            raise InputError(f"the classical engine has no {runtime} runtime; use --runtime torch")
+            raise classical_runtime_error(runtime, requested)
         return predictor
     if runtime.startswith("onnx"):
         from anyseg.runtime.onnx import load_runtime

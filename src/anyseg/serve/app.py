@@ -231,7 +231,7 @@ def create_app(model: str = "auto", weights: str | None = None, db_url: str = "s
         from anyseg.models import load_model
         from anyseg.runtime import with_runtime
 
-        predictor = with_runtime(load_model(model, weights=weights, device=device, quiet=True), runtime)
+        predictor = with_runtime(load_model(model, weights=weights, device=device, quiet=True), runtime, requested=model)
     data = Path(data_dir) if data_dir is not None else _default_data_dir(db_url)
     (data / "images").mkdir(parents=True, exist_ok=True)
     st = State(predictor, db, data, EmbeddingCache(cache_bytes), pool, max_upload_bytes, max_pixels, weights, device)
