@@ -83,3 +83,12 @@ def test_bad_parameters_are_one_line_errors(capsys, image_path, tmp_path, args, 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("anyseg: error:") and fragment in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_classical_says_which_sam_options_it_ignores(capsys, image_path, tmp_path):
+    assert main(["everything", str(image_path), "--model", "classical", "--points-per-side", "8", "--use-m2m",
+                 "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "ignore --points-per-side, --use-m2m" in err
+    assert main(["everything", str(image_path), "--model", "classical", "--out", str(tmp_path / "p")]) == 0
+    assert "ignore" not in capsys.readouterr().err

@@ -465,6 +465,19 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+#: SAM generator options that the classical (superpixel) generator has no use for
+_SAM_ONLY_OPTIONS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_thresh", "crop_layers",
+                     "use_m2m")
+
+
+def _note_ignored_sam_options(args: argparse.Namespace) -> None:
+    """Say on stderr which of the given options the classical generator ignores (never silently)."""
+    given = [f"--{n.replace('_', '-')}" for n in _SAM_ONLY_OPTIONS if getattr(args, n, None) not in (None, False)]
+    if given:
+        print(f"notice: the classical engine's superpixel regions ignore {', '.join(given)} (SAM generator options); "
+              "the record lists the settings it used", file=sys.stderr)
+
+
 def _cmd_everything(args: argparse.Namespace) -> int:
     import time
 
@@ -484,6 +497,8 @@ def _cmd_everything(args: argparse.Namespace) -> int:
         classes = parse_classes(args.classes, "--classes")
     image = load_image(args.image, max_pixels=args.max_pixels)
     predictor = _load_predictor(args, device)
+    if predictor.family == "classical":
+        _note_ignored_sam_options(args)
     params = everything_params(args, predictor.family if predictor.family != "classical" else "sam")
     if args.label_with is not None:
         from anyseg.tasks.text import resolve_text_model
