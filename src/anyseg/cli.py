@@ -21,7 +21,10 @@ from anyseg.errors import AnysegError, InputError, PromptError
 from anyseg.runtime import RUNTIMES
 
 RUNTIME_HELP = ("SAM-family inference runtime (default auto: torch-bf16 on CPUs with native bf16 and on CUDA, "
-                "else torch; see docs/BENCHMARKS.md; onnx exports are cached next to the weights)")
+                "else torch; onnx exports are cached next to the weights)")
+DEVICE_HELP = "torch device: cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)"
+MAX_PIXELS_HELP = "largest image accepted, in pixels (default 40M, or $ANYSEG_MAX_PIXELS)"
+OUT_HELP = "output folder (created if missing; earlier results stay until the run succeeds)"
 
 EXIT_USAGE = 2
 #: most instances ``anyseg text --top`` keeps
@@ -110,7 +113,8 @@ def _with_option_names(error: InputError) -> InputError:
     return InputError(message)
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``anyseg`` argument parser, with every sub-command."""
     from anyseg import __version__
 
     parser = _Parser(prog="anyseg", description="Segmentation with foundation models (SAM family) and a classical engine.")
@@ -149,15 +153,16 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--granularity", default=None, choices=["whole", "part", "subpart", "all"],
                     help="which of SAM's three outputs per click to keep (default all)")
     ev.add_argument("--use-m2m", action="store_true", help="SAM 2's mask-to-mask refinement")
-    ev.add_argument("--sort", default="area", choices=["area", "score"])
+    ev.add_argument("--sort", default="area", choices=["area", "score"],
+                    help="order of the masks in the outputs: largest first (area, default) or best score first")
     ev.add_argument("--per-mask", action="store_true", help="also write one binary PNG per mask")
     ev.add_argument("--label-with", metavar="CLIP_MODEL",
                     help="label the masks with a CLIP model (e.g. clip-vit-b16, or 'clip' for the best present)")
     ev.add_argument("--classes", metavar="A,B|SYN,...", help="class names for --label-with (| separates synonyms)")
-    ev.add_argument("--out", required=True, metavar="DIR")
+    ev.add_argument("--out", required=True, metavar="DIR", help=OUT_HELP)
     ev.add_argument("--json", action="store_true", help="also print the run's JSON record to stdout")
-    ev.add_argument("--max-pixels", type=int, default=None, metavar="N")
-    ev.add_argument("--device", default=None)
+    ev.add_argument("--max-pixels", type=int, default=None, metavar="N", help=MAX_PIXELS_HELP)
+    ev.add_argument("--device", default=None, help=DEVICE_HELP)
     ev.add_argument("--runtime", default="auto", choices=list(RUNTIMES), help=RUNTIME_HELP)
 
     _add_text_parsers(sub)
@@ -169,7 +174,7 @@ def _build_parser() -> argparse.ArgumentParser:
     mlist = msub.add_parser("list", help="registered models and whether their weights are present locally")
     mlist.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pull = msub.add_parser("pull", help="download a model's weights into the Hugging Face cache")
-    pull.add_argument("name")
+    pull.add_argument("name", help="registry name (see `anyseg models list`)")
 
     from anyseg.eval.cli import add_parsers as add_eval_parsers
 
@@ -195,8 +200,8 @@ def _text_common(p: argparse.ArgumentParser, model_help: str) -> None:
                    help="class-agnostic box NMS IoU for detectors (default 0.8, as Grounded-SAM)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--json", action="store_true", help="also print the run's JSON record to stdout")
-    p.add_argument("--max-pixels", type=int, default=None, metavar="N")
-    p.add_argument("--device", default=None)
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N", help=MAX_PIXELS_HELP)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def _add_text_parsers(sub: argparse._SubParsersAction) -> None:
@@ -269,15 +274,15 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--threshold", type=float, default=None, metavar="T", help="with --text: least detection score")
     t.add_argument("--model", default="auto",
                    help="classical (optical flow), a SAM 2 / EdgeTAM / SAM 3 name, or auto (best present, else classical)")
-    t.add_argument("--weights", metavar="PATH")
-    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
+    t.add_argument("--out", required=True, metavar="DIR", help="run folder (masks/, tracks.json, overlay.mp4, run.json)")
     t.add_argument("--restart", action="store_true", help="replace a different run in --out instead of refusing")
     t.add_argument("--no-overlay", action="store_true", help="skip the overlay mp4")
     t.add_argument("--fps", type=float, default=None, help="frame rate of a frame folder's overlay (default 24)")
     t.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="refuse videos longer than N frames (default 100000, or $ANYSEG_MAX_FRAMES)")
     t.add_argument("--json", action="store_true", help="print the run summary as JSON")
-    t.add_argument("--device", default=None)
+    t.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
@@ -562,13 +567,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if local is not None:
         print(f"{spec.name} is already present ({local[1]}): {local[0]}")
         return 0
-    folder = weights.download(spec)
+    folder = weights.download(spec, pulling=True)
     print(f"{spec.name} downloaded: {folder}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.command == "segment":

@@ -37,7 +37,7 @@ def add_parsers(sub) -> None:
         if model:
             p.add_argument("--model", required=True, help="registry name (or auto)")
             p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
-            p.add_argument("--device", default=None)
+            p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N or mps (default: cuda when available)")
         p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N items")
         p.add_argument("--out", metavar="DIR", help="output folder (default runs/eval/KIND-MODEL-DATA); reruns resume")
         p.add_argument("--fresh", action="store_true", help="discard earlier results in --out instead of resuming")
@@ -59,7 +59,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--runtime", default="torch", choices=list(RUNTIMES), help="inference runtime (default torch)")
     p = esub.add_parser("video", help="semi-supervised VOS J&F (first frame's masks given), DAVIS protocol")
     p.add_argument("--data", required=True, help="DAVIS folder (JPEGImages/ and Annotations/)")
-    p.add_argument("--resolution", default="480p")
+    p.add_argument("--resolution", default="480p", help="DAVIS resolution folder under JPEGImages/ and Annotations/ (default 480p)")
     p.add_argument("--all-frames", action="store_true", help="also score the first and last frames")
     common(p)
     p = esub.add_parser("semantic", help="confusion-matrix mIoU and pixel accuracy over class names")
@@ -78,8 +78,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--require-all", action="store_true",
                    help="with --video: refuse unless every ground-truth sequence has predictions "
                         "(default: score the sequences present and say how many are missing)")
-    p.add_argument("--resolution", default="480p")
-    p.add_argument("--all-frames", action="store_true")
+    p.add_argument("--resolution", default="480p", help="with --video: DAVIS resolution folder (default 480p)")
+    p.add_argument("--all-frames", action="store_true", help="with --video: also score the first and last frames")
     common(p, model=False)
 
 

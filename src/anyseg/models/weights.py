@@ -58,11 +58,13 @@ def hf_cache_dir() -> str:
     return constants.HF_HUB_CACHE
 
 
-def how_to_get(spec: ModelSpec) -> str:
-    return (
-        f"run `anyseg models pull {spec.name}` while online, put the transformers folder of {spec.hub_id} "
-        f"(config.json + *.safetensors) in $ANYSEG_MODELS/{spec.name}, or pass --weights PATH"
-    )
+def how_to_get(spec: ModelSpec, pulling: bool = False) -> str:
+    """How to make ``spec``'s weights available; ``pulling``: said by ``models pull`` itself."""
+    where = (f"put the transformers folder of {spec.hub_id} (config.json + *.safetensors) in "
+             f"$ANYSEG_MODELS/{spec.name}")
+    if pulling:
+        return f"run it again while online, or {where}"
+    return f"run `anyseg models pull {spec.name}` while online, {where}, or pass --weights PATH to the command"
 
 
 def check_weights_dir(path: Path, spec: ModelSpec) -> Path:
@@ -144,12 +146,16 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def download(spec: ModelSpec, progress: bool = True) -> Path:
-    """Download ``spec``'s safetensors weights into the Hugging Face cache and return the folder."""
+def download(spec: ModelSpec, progress: bool = True, pulling: bool = False) -> Path:
+    """Download ``spec``'s safetensors weights into the Hugging Face cache and return the folder.
+
+    ``pulling``: called by ``anyseg models pull`` (its errors then suggest what that command can do).
+    """
+    hint = how_to_get(spec, pulling)
     if is_offline():
-        raise ModelNotAvailable(f"{spec.name} is not available locally and downloads are off (offline mode); {how_to_get(spec)}")
+        raise ModelNotAvailable(f"{spec.name} is not available locally and downloads are off (offline mode); {hint}")
     if not _hub_reachable():
-        raise ModelNotAvailable(f"{spec.name} is not available locally and the Hugging Face hub cannot be reached; {how_to_get(spec)}")
+        raise ModelNotAvailable(f"{spec.name} is not available locally and the Hugging Face hub cannot be reached; {hint}")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 

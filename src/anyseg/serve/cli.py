@@ -25,13 +25,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("serve", help="web UI + JSON API for interactive annotation (FastAPI)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--model", default="auto", help="promptable model name (default auto: best present, else classical)")
     p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
     p.add_argument("--db", default="sqlite:///anyseg.db", metavar="URL",
-                   help="SQLAlchemy database URL (default sqlite:///anyseg.db; e.g. postgresql://user@host/db)")
+                   help="SQLAlchemy database URL (default sqlite:///anyseg.db; PostgreSQL: postgresql+psycopg://user@host/db, with pip install psycopg)")
     p.add_argument("--data-dir", metavar="DIR", help="where uploaded images are stored (default: anyseg-data next to the SQLite file)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N or mps (default: cuda when available)")
     p.add_argument("--runtime", default="auto", choices=list(RUNTIMES),
                    help="inference runtime (default auto; see `anyseg segment --help`)")
     p.add_argument("--max-upload-mb", type=float, default=20, metavar="MB", help="largest upload (default 20)")

@@ -105,7 +105,7 @@ class Database:
             url = make_url(db_url)
         except exc.ArgumentError:
             raise InputError(f"bad database URL {db_url!r}: expected e.g. sqlite:///anyseg.db or "
-                             "postgresql://user@host/dbname") from None
+                             "postgresql+psycopg://user@host/dbname") from None
         kwargs: dict[str, Any] = {}
         if url.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False}
