@@ -116,7 +116,8 @@ def test_models_list_and_pull(capsys):
     assert rows["classical"]["present"] and not rows["sam-vit-base"]["present"]
     assert rows["sam-vit-base"]["params_m"] > 90
     code, _, err = run(capsys, "models", "pull", "sam-vit-base")  # HF_HUB_OFFLINE=1 (conftest)
-    assert_one_line_error(code, err, "sam-vit-base", "offline", "--weights")
+    assert_one_line_error(code, err, "sam-vit-base", "offline", "ANYSEG_MODELS")
+    assert "--weights" not in err  # pull has no such option: its hint says what pull can do
     code, _, err = run(capsys, "models", "pull", "classical")
     assert code == 0 and "no weights" in err
 
