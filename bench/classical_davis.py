@@ -41,9 +41,10 @@ import cv2
 
 from anyseg.errors import AnysegError
 from anyseg.eval.datasets import read_davis
+from anyseg.eval.engines import davis_engine
 from anyseg.eval.runners import run_video
 from anyseg.eval.store import ResultStore
-from anyseg.video.classical import FLOW_PRESETS, MODEL_MODES, REFINERS, ClassicalTracker, davis_engine
+from anyseg.video.classical import FLOW_PRESETS, MODEL_MODES, REFINERS, ClassicalTracker
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016"
 TUNING = ("blackswan", "car-shadow", "dog", "libby", "bmx-trees")

@@ -96,7 +96,7 @@ class Interrupt:
     """Patch ``TrackWriter.write`` to raise ``KeyboardInterrupt`` (Ctrl-C) after ``after`` frames."""
 
     def __init__(self, monkeypatch, after: int):
-        import anyseg.video.track as track_mod
+        import anyseg.tasks.track as track_mod
 
         original = track_mod.TrackWriter.write
         self.written = 0
@@ -181,7 +181,7 @@ BOMB_MASK = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a decoder that allocates fails here, not the host
 from anyseg.errors import AnysegError
-from anyseg.video.track import run_track_command
+from anyseg.tasks.track import run_track_command
 try:
     run_track_command(sys.argv[1], [(1, "0:mask=" + sys.argv[2])], sys.argv[3], model="classical", show_progress=False)
 except AnysegError as e:
@@ -256,7 +256,7 @@ def test_restart_into_a_longer_runs_folder_removes_its_stale_pngs(capsys, tmp_pa
 def test_inputs_are_checked_before_the_model_loads(monkeypatch, tmp_path, video):
     import anyseg.video.session as session_mod
     from anyseg.errors import AnysegError
-    from anyseg.video.track import run_track_command
+    from anyseg.tasks.track import run_track_command
 
     loaded = []
     monkeypatch.setattr(session_mod, "load_tracker", lambda *a, **k: loaded.append(a) or pytest.fail("loaded"))
@@ -288,7 +288,7 @@ def test_the_frame_bound_is_one_line_and_names_it(monkeypatch, capsys, tmp_path,
 
 class CountWrites:
     def __init__(self, monkeypatch):
-        import anyseg.video.track as track_mod
+        import anyseg.tasks.track as track_mod
 
         original = track_mod.TrackWriter.write
         self.frames: list[int] = []
@@ -381,7 +381,7 @@ def test_outputs_without_a_record_are_refused_and_restart_replaces_them(capsys, 
 KILL_TRACK = """
 import os, signal, sys
 import anyseg.io.atomic as atomic
-import anyseg.video.track as track
+import anyseg.tasks.track as track
 video, prompt, out, point, restart = sys.argv[1:6]
 original_write, original_json = track.TrackWriter.write, atomic.write_json
 written = []
@@ -555,13 +555,13 @@ def test_track_outputs_follow_the_umask(capsys, tmp_path, video):
 
 def test_a_cancelled_track_stops_between_frames_and_leaves_the_folder(monkeypatch, tmp_path, video):
     from anyseg import cancel
-    from anyseg.video.track import run_track_command
+    from anyseg.tasks.track import run_track_command
 
     out = tmp_path / "out"
     token = cancel.CancelToken()
     with monkeypatch.context() as m, cancel.scope(token):
         counted = CountWrites(m)
-        import anyseg.video.track as track_mod
+        import anyseg.tasks.track as track_mod
 
         original = track_mod.TrackWriter.write
 
@@ -637,7 +637,7 @@ def random_prompt(rng: np.random.Generator, masks: list[str]) -> tuple[int, str]
 def test_fuzzed_runs_either_finish_consistently_or_fail_in_one_line_leaving_the_folder(monkeypatch, tmp_path, video):
     import anyseg.video.session as session_mod
     from anyseg.errors import AnysegError
-    from anyseg.video.track import run_track_command
+    from anyseg.tasks.track import run_track_command
 
     monkeypatch.setattr(session_mod, "load_tracker", lambda *a, **k: SquareTracker())
     good = tmp_path / "good.png"

@@ -258,8 +258,9 @@ def test_auto_without_text_models_is_one_clear_error():
 
 def test_semantic_engines_register_for_eval():
     from anyseg.eval import runners
+    from anyseg.eval.engines import register_semantic_engines
 
-    tt.register_engines()
+    register_semantic_engines()
     assert {"clip-vit-b16", "clip-vit-b16:maskclip", "sam3", "grounding-dino-tiny", "auto"} <= set(runners.SEMANTIC_ENGINES)
 
 

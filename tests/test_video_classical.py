@@ -15,10 +15,11 @@ from PIL import Image
 
 from anyseg.errors import InputError, PromptError
 from anyseg.eval.datasets import read_davis
+from anyseg.eval.engines import davis_engine, register_video_engines
 from anyseg.eval.runners import VIDEO_ENGINES, run_video
 from anyseg.eval.store import ResultStore
 from anyseg.video.base import ObjectPrompt
-from anyseg.video.classical import ClassicalState, ClassicalTracker, davis_engine, register
+from anyseg.video.classical import ClassicalState, ClassicalTracker
 from anyseg.video.frames import ArrayFrames
 from conftest import shared_dataset
 
@@ -235,11 +236,10 @@ def test_bad_inputs_are_one_line_errors(disc_video, tracker):
 
 
 def test_engine_is_registered_and_runs_on_a_davis_layout(tmp_path):
-    import anyseg.video.classical  # noqa: F401  (import registers)
-
+    register_video_engines()  # eval builds its engines; importing the tracker registers nothing
     assert VIDEO_ENGINES["classical"] is davis_engine
     VIDEO_ENGINES.pop("classical")
-    register()
+    register_video_engines()
     assert VIDEO_ENGINES["classical"] is davis_engine
     video, truth = moving_video([DISC], frames=12)
     for t in range(12):

@@ -248,7 +248,7 @@ def test_load_tracker_names():
 def test_text_initialised_tracking_adds_new_objects_with_stable_ids(tmp_path):
     from anyseg.tasks.text import _labelled
     from anyseg.text.vocab import parse_classes
-    from anyseg.video.track import Redetector, TrackWriter, run_track
+    from anyseg.tasks.track import Redetector, TrackWriter, run_track
 
     classes = parse_classes("car")
 

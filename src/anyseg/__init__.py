@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from anyseg.version import __version__
 
 __all__ = ["Masks", "Prompt", "Embedding", "EmbeddingCache", "load_model", "load_image", "__version__"]
 

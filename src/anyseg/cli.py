@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from anyseg.errors import AnysegError, InputError, PromptError
+from anyseg.prompts import parse_box, parse_point
 from anyseg.runtime import RUNTIMES
 
 RUNTIME_HELP = ("SAM-family inference runtime (default auto: torch-bf16 on CPUs with native bf16 and on CUDA, "
@@ -47,30 +48,6 @@ class _Parser(argparse.ArgumentParser):
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"anyseg: error: {' '.join(str(message).split())}", file=sys.stderr)
     return code
-
-
-def _numbers(text: str, count: int, what: str, example: str) -> list[float]:
-    parts = text.split(",")
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != count:
-        raise PromptError(f"malformed {what} {text!r}: expected {example}")
-    return values
-
-
-def parse_point(text: str) -> tuple[float, float, int]:
-    """``X,Y`` or ``X,Y:LABEL`` (LABEL 1 = positive, default; 0 = negative)."""
-    coords, _, label = text.partition(":")
-    x, y = _numbers(coords, 2, "point", "X,Y or X,Y:LABEL with LABEL 1 or 0, e.g. 120,80:1")
-    if label not in ("", "0", "1"):
-        raise PromptError(f"malformed point {text!r}: LABEL must be 1 (positive) or 0 (negative)")
-    return x, y, int(label or 1)
-
-
-def parse_box(text: str) -> list[float]:
-    return _numbers(text, 4, "box", "X0,Y0,X1,Y1 in pixels, e.g. 10,20,200,180")
 
 
 def device_option(device: str | None) -> str | None:
@@ -115,7 +92,7 @@ def _with_option_names(error: InputError) -> InputError:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``anyseg`` argument parser, with every sub-command."""
-    from anyseg import __version__
+    from anyseg.version import __version__
 
     parser = _Parser(prog="anyseg", description="Segmentation with foundation models (SAM family) and a classical engine.")
     parser.add_argument("--version", action="version", version=f"anyseg {__version__}")
@@ -128,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a click in original-image pixels; LABEL 1 = positive (default), 0 = negative; repeatable")
     seg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box in original-image pixels")
     seg.add_argument("--mask-input", metavar="PNG", help="a binary mask (same size as the image) to refine")
-    seg.add_argument("--model", default="auto", help="registry name (default auto: best SAM-family model present, else classical)")
+    seg.add_argument("--model", default="auto", metavar="NAME|PATH",
+                     help="registry name or local model folder (default auto: best SAM-family model present, else classical)")
     seg.add_argument("--weights", metavar="PATH", help="transformers weights folder (config.json + *.safetensors) for --model")
     seg.add_argument("--multimask", action="store_true", help="return 3 candidate masks sorted by score")
     seg.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
@@ -140,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("everything", help="segment everything: automatic mask generation (SAM / SAM 2 semantics)")
     ev.add_argument("image", help="image file")
-    ev.add_argument("--model", default="auto", help="registry name (default auto); classical = superpixel regions")
+    ev.add_argument("--model", default="auto", metavar="NAME|PATH",
+                    help="registry name or local model folder (default auto); classical = superpixel regions")
     ev.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
     ev.add_argument("--points-per-side", type=int, default=None, metavar="N", help="grid of N x N clicks (default 32)")
     ev.add_argument("--points-per-batch", type=int, default=None, metavar="N", help="clicks per decoder call (default 64)")
@@ -186,11 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _text_common(p: argparse.ArgumentParser, model_help: str) -> None:
-    p.add_argument("--model", default="auto", help=model_help)
+    p.add_argument("--model", default="auto", metavar="NAME|PATH", help=model_help + "; or a local model folder")
     p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
-    p.add_argument("--sam", default="auto", metavar="NAME",
-                   help="SAM-family model that turns detector boxes into masks, or whose segment-everything "
-                        "masks CLIP labels (default auto: best present, else classical)")
+    p.add_argument("--sam", default="auto", metavar="NAME|PATH",
+                   help="SAM-family model (name or local folder) that turns detector boxes into masks, or whose "
+                        "segment-everything masks CLIP labels (default auto: best present, else classical)")
     p.add_argument("--sam-weights", metavar="PATH", help="transformers weights folder for --sam")
     p.add_argument("--threshold", type=float, default=None, metavar="T",
                    help="least instance score (SAM 3 detection score, CLIP probability)")
@@ -272,8 +251,9 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--redetect", type=int, default=0, metavar="K",
                    help="with --text: look for new objects every K frames (0: only at the start)")
     t.add_argument("--threshold", type=float, default=None, metavar="T", help="with --text: least detection score")
-    t.add_argument("--model", default="auto",
-                   help="classical (optical flow), a SAM 2 / EdgeTAM / SAM 3 name, or auto (best present, else classical)")
+    t.add_argument("--model", default="auto", metavar="NAME|PATH",
+                   help="classical (optical flow), a SAM 2 / EdgeTAM / SAM 3 name or video checkpoint folder, or auto "
+                        "(best present, else classical)")
     t.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
     t.add_argument("--out", required=True, metavar="DIR", help="run folder (masks/, tracks.json, overlay.mp4, run.json)")
     t.add_argument("--restart", action="store_true", help="replace a different run in --out instead of refusing")
@@ -286,7 +266,7 @@ def _add_track_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    from anyseg.video.track import track_from_args
+    from anyseg.tasks.track import track_from_args
 
     return track_from_args(args)
 
@@ -417,9 +397,16 @@ def _cmd_panoptic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(predictor) -> bool:
+    """Whether ``predictor`` is a no-weights baseline engine (its family record says: ``classical``)."""
+    from anyseg.models.families import find_family
+
+    return bool(getattr(find_family(getattr(predictor, "family", "")), "baseline", False))
+
+
 def model_label(predictor) -> str:
     """How a status line names ``predictor``: ``classical`` (it has no runtimes), else ``NAME [RUNTIME]``."""
-    if getattr(predictor, "family", "") == "classical":
+    if _baseline(predictor):
         return predictor.name
     return f"{predictor.name} [{getattr(predictor, 'runtime', 'torch')}]"
 
@@ -502,17 +489,13 @@ def _cmd_everything(args: argparse.Namespace) -> int:
         classes = parse_classes(args.classes, "--classes")
     image = load_image(args.image, max_pixels=args.max_pixels)
     predictor = _load_predictor(args, device)
-    if predictor.family == "classical":
+    if _baseline(predictor):
         _note_ignored_sam_options(args)
-    params = everything_params(args, predictor.family if predictor.family != "classical" else "sam")
+    params = everything_params(args, predictor.family)
     if args.label_with is not None:
-        from anyseg.tasks.text import resolve_text_model
         from anyseg.text.clip import load_clip
 
-        name = args.label_with
-        if name == "clip":
-            name = resolve_text_model("auto", ("clip-vit-l14", "clip-vit-b16", "clip-vit-b32"))
-        clip = load_clip(name, device=device)
+        clip = load_clip("auto" if args.label_with == "clip" else args.label_with, device=device)
     t = time.perf_counter()
     try:
         masks = generate(predictor, image, params, progress=True, sort_by=args.sort)

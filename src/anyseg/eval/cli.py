@@ -259,7 +259,7 @@ def _run_promptable(job: _Run):
 
 def _run_video(job: _Run):
     from anyseg.eval import datasets, runners
-    from anyseg.video.session import register_video_engines
+    from anyseg.eval.engines import register_video_engines
 
     args = job.args
     samples = datasets.read_davis(_data_dir(args.data), resolution=args.resolution, limit=args.limit)
@@ -276,12 +276,12 @@ def _run_video(job: _Run):
 
 def _run_semantic(job: _Run):
     from anyseg.eval import datasets, runners
-    from anyseg.tasks.text import register_engines
+    from anyseg.eval.engines import register_semantic_engines
 
     args = job.args
     classes = _semantic_classes(args.classes)
     samples = datasets.read_semantic(_data_dir(args.data), len(classes), void_id=args.void_id, limit=args.limit)
-    register_engines()
+    register_semantic_engines()
     factory = runners.SEMANTIC_ENGINES.get(args.model)
     if factory is None:
         known = ", ".join(sorted(runners.SEMANTIC_ENGINES)) or "none installed yet"

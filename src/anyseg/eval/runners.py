@@ -3,8 +3,9 @@
 Each runner walks a data set with a progress bar, scores each item, appends it to a
 resumable :class:`~anyseg.eval.store.ResultStore`, and returns ``(records, summary)``.
 The predictor side is pluggable: promptable runners take any
-:class:`~anyseg.models.base.Predictor`; video and semantic engines register by name in
-:data:`VIDEO_ENGINES` / :data:`SEMANTIC_ENGINES` as the capabilities that provide them land.
+:class:`~anyseg.models.base.Predictor`; video and semantic engines are looked up by name in
+:data:`VIDEO_ENGINES` / :data:`SEMANTIC_ENGINES`, which :mod:`anyseg.eval.engines` fills from
+the public loaders (tests and plugins may add their own).
 """
 
 from __future__ import annotations

@@ -1,102 +1,40 @@
-"""Model loading by registry name: ``load_model("sam2.1-hiera-tiny")``, ``load_model("auto")``."""
+"""Model loading by registry name or local folder: ``load_model("sam2.1-hiera-tiny")``, ``load_model("./my-sam")``.
+
+Families (:mod:`anyseg.models.families`) say what each model can do and which adapter loads
+it; :func:`resolve` turns a ``--model`` value into a spec for a capability; the loaders build
+the adapter the record names.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass
 
-from anyseg.errors import ModelError
-from anyseg.models.base import Predictor
-from anyseg.models.registry import REGISTRY, SAM_FAMILIES, ModelSpec, get_spec, sam_family_by_quality
+from anyseg.models.base import GridDecoder, Predictor, Promptable
+from anyseg.models.families import FAMILY_RECORDS, PROMPTABLE, Family, get_family, register_family
+from anyseg.models.registry import REGISTRY, ModelSpec, get_spec, models_with, register_model
+from anyseg.models.resolver import ModelStatus, model_status, resolve, resolve_auto, resolve_folder
 
-__all__ = ["Predictor", "load_model", "resolve_auto", "model_status", "ModelStatus", "REGISTRY", "get_spec"]
-
-
-@dataclass(frozen=True)
-class ModelStatus:
-    spec: ModelSpec
-    present: bool
-    source: str  # where the weights are: "path", "ANYSEG_MODELS", "hf-cache", "builtin" or "" (absent)
-    location: str
+__all__ = ["Predictor", "Promptable", "GridDecoder", "load_model", "resolve", "resolve_auto", "resolve_folder",
+           "model_status", "ModelStatus", "REGISTRY", "get_spec", "models_with", "register_model", "ModelSpec",
+           "Family", "FAMILY_RECORDS", "get_family", "register_family"]
 
 
-def model_status(name: str) -> ModelStatus:
-    """Whether ``name``'s weights are present locally (no network access)."""
-    from anyseg.models import weights
-
-    spec = get_spec(name)
-    if not spec.needs_weights:
-        return ModelStatus(spec, True, "builtin", "")
-    try:
-        local = weights.resolve_local(spec)
-    except ModelError:
-        local = None  # e.g. a broken folder in ANYSEG_MODELS: reported as absent here
-    if local is None:
-        return ModelStatus(spec, False, "", "")
-    return ModelStatus(spec, True, local[1], str(local[0]))
-
-
-def _promptable(status: ModelStatus) -> bool:
-    """False for a SAM 3 folder that holds only the image (text) model: it has no point/box tracker."""
-    if status.spec.family != "sam3_tracker":
-        return True
-    import json
-    from pathlib import Path
-
-    try:
-        return json.loads((Path(status.location) / "config.json").read_text()).get("model_type") != "sam3"
-    except (OSError, ValueError):
-        return True
-
-
-def resolve_auto(quiet: bool = False) -> str:
-    """The best SAM-family model present locally, else ``classical`` (with a notice on stderr)."""
-    for spec in sam_family_by_quality():
-        status = model_status(spec.name)
-        if status.present and _promptable(status):
-            return spec.name
-    if not quiet:
-        print(
-            "anyseg: notice: no SAM-family weights found locally; using the classical engine "
-            "(see `anyseg models list` / `anyseg models pull NAME`)",
-            file=sys.stderr,
-        )
-    return "classical"
-
-
-def load_model(name: str = "auto", weights: str | os.PathLike | None = None, device: str | None = None,
+def load_model(name: str | os.PathLike = "auto", weights: str | os.PathLike | None = None, device: str | None = None,
                allow_download: bool = True, quiet: bool = False) -> Predictor:
-    """Load a promptable model by registry name.
+    """Load a promptable model by registry name or local model folder.
 
-    ``auto`` picks the best SAM-family model present locally, or ``classical`` when none is.
+    ``auto`` picks the best promptable model present locally, or ``classical`` when none is.
     A model named explicitly that is not available is an error, never a silent fallback.
-    With ``weights`` (a transformers folder), that folder is used for the named model.
+    With ``weights`` (a transformers folder), that folder is used for the named model; a
+    folder given as ``name`` (``config.json`` + ``*.safetensors``) is read as its family from
+    ``config.json``'s ``model_type`` (:func:`resolve`). The predictor is built by the family
+    record's ``predictor`` loader.
     An unknown or unavailable ``device`` is a one-line :class:`~anyseg.errors.InputError`
-    (:func:`anyseg.models.sam.check_device`; the classical engine runs on the CPU whatever it says).
+    (:func:`anyseg.models.device.check_device`; the classical engine runs on the CPU whatever it says).
     """
     if device is not None:
-        from anyseg.models.sam import check_device
+        from anyseg.models.device import check_device
 
         device = check_device(device)
-    if name == "auto":
-        if weights is not None:
-            raise ModelError("--weights needs an explicit --model NAME (which architecture the weights are)")
-        name = resolve_auto(quiet=quiet)
-    spec = get_spec(name)
-    if spec.family not in SAM_FAMILIES and spec.family != "classical":
-        raise ModelError(
-            f"{name} is not a promptable segmenter (it is a {spec.family} model); use it with "
-            "`anyseg text` / `anyseg semantic` / `anyseg panoptic --model`, or pick a SAM-family model"
-        )
-    if spec.family == "classical":
-        if weights is not None:
-            raise ModelError("the classical engine takes no weights")
-        from anyseg.models.classical import ClassicalPredictor
-
-        return ClassicalPredictor()
-    from anyseg.models import weights as weights_mod
-    from anyseg.models.sam import SamFamilyPredictor
-
-    folder, _source = weights_mod.resolve(spec, weights, allow_download=allow_download)
-    return SamFamilyPredictor.from_folder(spec, folder, device=device)
+    spec, folder = resolve_folder(name, PROMPTABLE, weights=weights, allow_download=allow_download, quiet=quiet)
+    return spec.family_record.build("predictor", spec, folder, device)

@@ -1,13 +1,21 @@
-"""The interface every promptable model adapter implements.
+"""The interfaces promptable model adapters implement, and what they declare they can do.
 
 No hidden per-image state: :meth:`Predictor.embed` returns an :class:`~anyseg.types.Embedding`
 and :meth:`Predictor.predict` takes it back, so one model serves many images and callers (the
 CLI, the HTTP service, the embedding cache) decide what to keep.
+
+Capabilities are declared twice, once per level: a family record says what its models can do
+(:data:`anyseg.models.families.CAPABILITIES`, read before anything is loaded), and these
+protocols say what a loaded object offers: :class:`Promptable` (capability ``promptable``),
+:class:`GridDecoder` (``grid``: what segment-everything's point-grid generator calls) and,
+for video, :class:`anyseg.video.base.Tracker` (``video``). Both are ``runtime_checkable``:
+``isinstance(predictor, GridDecoder)`` checks the methods, the record the meaning.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,6 +55,45 @@ class Predictor(ABC):
     def segment(self, image: np.ndarray, prompt: Prompt, multimask: bool = False) -> Masks:
         """Convenience: embed then predict (use :meth:`embed` once for many prompts)."""
         return self.predict(self.embed(image), prompt, multimask=multimask)
+
+
+@runtime_checkable
+class Promptable(Protocol):
+    """What promptable segmentation needs of a model (every :class:`Predictor` is one)."""
+
+    name: str
+    family: str
+
+    @property
+    def model_id(self) -> str: ...
+
+    def embed(self, image: np.ndarray) -> Embedding: ...
+
+    def predict(self, embedding: Embedding, prompt: Prompt, multimask: bool = False) -> Masks: ...
+
+    def predict_batch(self, embedding: Embedding, prompts: list[Prompt], multimask: bool = False) -> list[Masks]: ...
+
+
+@runtime_checkable
+class GridDecoder(Protocol):
+    """What segment-everything's point-grid generator calls (the capability ``grid``).
+
+    :func:`anyseg.tasks.everything.generate` embeds each crop (:meth:`embed`), decodes its
+    points in batches with :meth:`decode_points` and upscales the survivors with
+    :meth:`upscale_logits` in the frame that :meth:`geometry` describes
+    (:class:`anyseg.models.sam.SamFamilyPredictor` and its runtimes implement it). For a
+    registered family the record's ``grid`` capability decides; the protocol is the check for
+    objects whose family the registry does not know.
+    """
+
+    def embed(self, image: np.ndarray) -> Embedding: ...
+
+    def geometry(self, original_size: tuple[int, int]) -> Any: ...
+
+    def decode_points(self, embedding: Embedding, points_xy: np.ndarray, multimask: bool = True,
+                      mask_inputs: Any | None = None) -> tuple[Any, Any]: ...
+
+    def upscale_logits(self, low_res_logits: Any, geo: Any) -> Any: ...
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -14,16 +14,6 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-#: SAM 3's hub checkpoint (``sam3_video``: detector + tracker) read by ``Sam3TrackerModel``:
-#: the renaming transformers declares for ``sam3_tracker`` (conversion_mapping.py), which its
-#: ``from_pretrained`` does not apply to a ``sam3_video`` config (checked with 5.23)
-SAM3_TRACKER_KEYS = {
-    r"^tracker_model\.": "",
-    r"^detector_model\.vision_encoder\.backbone\.": "vision_encoder.backbone.",
-    r"^tracker_neck\.": "vision_encoder.neck.",
-}
-
-
 def load_pretrained(spec: ModelSpec, folder: Path, class_name: str, device: str = "cpu",
                     key_mapping: dict[str, str] | None = None) -> Any:
     """``transformers.<class_name>.from_pretrained(folder)`` (safetensors only), in eval mode on ``device``.
@@ -84,20 +74,6 @@ def load_tokenizer(spec: ModelSpec, folder: Path) -> Any:
         transformers.logging.set_verbosity(verbosity)
 
 
-def resolve_folder(name: str, weights: str | None = None, allow_download: bool = True,
-                   families: tuple[str, ...] | None = None, what: str = "model") -> tuple[ModelSpec, Path]:
-    """Registry spec and local weights folder of ``name``, checking that its family is one of ``families``."""
-    from anyseg.models import weights as weights_mod
-    from anyseg.models.registry import REGISTRY, get_spec
-
-    spec = get_spec(name)
-    if families is not None and spec.family not in families:
-        fitting = ", ".join(s.name for s in REGISTRY.values() if s.family in families)
-        raise ModelError(f"{name} is not a {what}; use one of: {fitting}")
-    folder, _source = weights_mod.resolve(spec, weights, allow_download=allow_download)
-    return spec, folder
-
-
 def read_preprocessor(folder: Path | None) -> dict[str, Any]:
     """The weights folder's ``preprocessor_config.json`` (``{}`` when absent or unreadable)."""
     import contextlib
@@ -123,3 +99,9 @@ def normalization(cfg: dict[str, Any], mean: tuple[float, ...], std: tuple[float
     except (TypeError, ValueError):
         return tuple(mean), tuple(std)
     return (m, s) if len(m) == 3 and len(s) == 3 else (tuple(mean), tuple(std))
+
+
+def preprocessor_normalization(folder: Path | None, default: tuple[tuple[float, ...], tuple[float, ...]]
+                               ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of a weights folder's ``preprocessor_config.json``, else ``default`` (the family's)."""
+    return normalization(read_preprocessor(folder), *default)

@@ -1,14 +1,18 @@
-"""Model registry: short names -> specs (family, hub id, revision, size).
+"""Model registry: short names -> :class:`ModelSpec` (family, hub id, revision, size).
 
-Adapters are imported lazily by :func:`anyseg.models.load_model`, so importing the registry
-(and ``anyseg``) stays fast.
+A spec points at its family's record (:attr:`ModelSpec.family_record`,
+:mod:`anyseg.models.families`); which models can do what, and in which order ``auto`` tries
+them (:func:`models_with`), is derived from the records. Adapters are imported lazily by the
+loaders, so importing the registry (and ``anyseg``) stays fast.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from anyseg.errors import ModelError
+from anyseg.models.families import PROMPTABLE, Family, get_family
 
 
 @dataclass(frozen=True)
@@ -16,17 +20,20 @@ class ModelSpec:
     """What the registry knows about a model before loading it.
 
     Attributes:
-        name: short name used on the command line.
-        family: adapter family: ``sam`` (SAM, SlimSAM), ``sam_hq``, ``sam2`` (SAM 2 / 2.1),
-            ``edgetam``, ``sam3_tracker`` (SAM 3: its point/box tracker, and its text interface
-            from the same weights), ``grounding_dino`` / ``owlv2`` (text -> boxes), ``clip``
-            or ``classical``.
+        name: short name used on the command line (for a local folder: the path as given).
+        family: the name of its :class:`~anyseg.models.families.Family` record: ``sam`` (SAM,
+            SlimSAM), ``sam_hq``, ``sam2`` (SAM 2 / 2.1), ``edgetam``, ``sam3_tracker`` (SAM 3:
+            its point/box tracker, and its text interface from the same weights),
+            ``grounding_dino`` / ``owlv2`` (text -> boxes), ``clip`` or ``classical``.
         hub_id: Hugging Face repository with transformers-format safetensors weights.
-        revision: hub revision (branch, tag or commit) to download.
         params_m: parameter count in millions, as published (the loaded model's own count is
             reported once it is loaded).
-        quality: rank used by ``auto`` (higher is preferred when present locally).
+        quality: rank used by ``auto`` within a family rank (higher is preferred when present locally).
+        revision: hub revision (branch, tag or commit) to download.
         notes: one line for ``anyseg models list``.
+        prefer: capabilities for which ``auto`` tries this model before its family's others
+            (``clip-vit-b16`` for class maps: dense CLIP was measured on it).
+        path: the local model folder of a spec made from ``--model PATH`` (not registered).
     """
 
     name: str
@@ -36,10 +43,17 @@ class ModelSpec:
     quality: int
     revision: str = "main"
     notes: str = ""
+    prefer: tuple[str, ...] = ()
+    path: Path | None = None
 
     @property
     def needs_weights(self) -> bool:
-        return self.hub_id is not None
+        return self.hub_id is not None or self.path is not None
+
+    @property
+    def family_record(self) -> Family:
+        """The record of :attr:`family` (:func:`anyseg.models.families.get_family`)."""
+        return get_family(self.family)
 
 
 _SPECS = [
@@ -66,20 +80,33 @@ _SPECS = [
               notes="OWLv2 ViT-L/14: open-vocabulary boxes"),
     ModelSpec("clip-vit-b32", "clip", "openai/clip-vit-base-patch32", 151.3, 10, notes="CLIP ViT-B/32: mask labels"),
     ModelSpec("clip-vit-b16", "clip", "openai/clip-vit-base-patch16", 149.6, 20,
-              notes="CLIP ViT-B/16: mask labels, dense CLIP (MaskCLIP / SCLIP)"),
+              notes="CLIP ViT-B/16: mask labels, dense CLIP (MaskCLIP / SCLIP)", prefer=("semantic",)),
     ModelSpec("clip-vit-l14", "clip", "openai/clip-vit-large-patch14", 427.6, 30, notes="CLIP ViT-L/14: mask labels"),
 ]
 
-REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
+#: name -> spec, in registration order (read it; add to it with :func:`register_model`)
+REGISTRY: dict[str, ModelSpec] = {}
 
-#: families that are SAM-like promptable models loaded from transformers
-SAM_FAMILIES = ("sam", "sam_hq", "sam2", "edgetam", "sam3_tracker")
 
-#: families that turn words into boxes (then masks by a SAM-family model)
-DETECTOR_FAMILIES = ("grounding_dino", "owlv2")
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to :data:`REGISTRY` (its family must be registered); returns it.
 
-#: families that score image regions against words
-CLIP_FAMILIES = ("clip",)
+    Raises :class:`ModelError` for a taken name, an unregistered family, or a name that could
+    be read as a path (``/``, ``\\``) or as ``auto``.
+    """
+    if not isinstance(spec, ModelSpec) or spec.path is not None:
+        raise ModelError("register_model needs a ModelSpec without a path")
+    get_family(spec.family)
+    if spec.name in REGISTRY or spec.name == "auto":
+        raise ModelError(f"a model named {spec.name!r} is already registered")
+    if not spec.name or any(c in spec.name for c in "/\\") or spec.name.startswith(("~", ".")):
+        raise ModelError(f"model name {spec.name!r} could be read as a path; pick a plain name")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+for _spec in _SPECS:
+    register_model(_spec)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -96,6 +123,17 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
+def models_with(capability: str) -> list[ModelSpec]:
+    """Registered models whose family can do ``capability``, in the order ``auto`` tries them.
+
+    Families by :attr:`Family.auto_rank` for ``capability`` (higher first), then, within a
+    family rank, the models that :attr:`~ModelSpec.prefer` it, then by :attr:`~ModelSpec.quality`.
+    """
+    fitting = [s for s in REGISTRY.values() if s.family_record.has(capability)]
+    return sorted(fitting, key=lambda s: (-s.family_record.auto_rank.get(capability, 0), capability not in s.prefer,
+                                          -s.quality))
+
+
 def sam_family_by_quality() -> list[ModelSpec]:
-    """SAM-family specs, best first: the order in which ``auto`` looks for local weights."""
-    return sorted((s for s in _SPECS if s.family in SAM_FAMILIES), key=lambda s: -s.quality)
+    """Promptable models that need weights, best first: the order in which ``auto`` looks for local weights."""
+    return [s for s in models_with(PROMPTABLE) if s.needs_weights]

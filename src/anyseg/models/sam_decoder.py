@@ -40,8 +40,12 @@ CACHE_IMAGES = 4
 
 
 def supports_fast_decoder(model: Any, family: str) -> bool:
-    """Whether ``model``'s mask decoder has the SAM / SAM 2 layout this schedule reproduces."""
-    if family not in ("sam", "sam2", "sam3_tracker", "edgetam"):
+    """Whether ``model``'s mask decoder has the SAM / SAM 2 layout this schedule reproduces
+    (its family record has the ``fast_decoder`` trait, and the modules are there)."""
+    from anyseg.models.families import find_family
+
+    record = find_family(family)
+    if record is None or "fast_decoder" not in record.traits:
         return False
     dec = getattr(model, "mask_decoder", None)
     tr = getattr(dec, "transformer", None)

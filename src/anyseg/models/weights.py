@@ -20,18 +20,6 @@ from anyseg.models.registry import ModelSpec
 #: files fetched from the hub: configs, safetensors weights, tokenizer files
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 
-#: model_type values in config.json that each family's adapter accepts
-MODEL_TYPES = {
-    "sam": {"sam"},
-    "sam_hq": {"sam_hq"},
-    "sam2": {"sam2", "sam2_video"},
-    "edgetam": {"edgetam", "edgetam_video"},
-    "sam3_tracker": {"sam3_tracker", "sam3_tracker_video", "sam3", "sam3_video"},
-    "grounding_dino": {"grounding-dino"},
-    "owlv2": {"owlv2"},
-    "clip": {"clip"},
-}
-
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
@@ -91,12 +79,21 @@ def check_weights_dir(path: Path, spec: ModelSpec) -> Path:
         model_type = json.loads(config.read_text()).get("model_type")
     except (OSError, ValueError) as e:
         raise ModelError(f"weights folder {path}: config.json is not valid JSON ({e})") from None
-    accepted = MODEL_TYPES.get(spec.family, set())
+    accepted = set(spec.family_record.model_types)  # the config.json model types its family reads
     if accepted and model_type not in accepted:
         raise ModelError(
             f"weights folder {path} holds a {model_type!r} model, but {spec.name} needs one of {sorted(accepted)}"
         )
     return path
+
+
+def read_model_type(folder: str | os.PathLike) -> str | None:
+    """``config.json``'s ``model_type`` in ``folder`` (``None`` when absent or unreadable)."""
+    try:
+        value = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _hf_cache_snapshot(spec: ModelSpec) -> Path | None:
@@ -119,10 +116,13 @@ def _hf_cache_snapshot(spec: ModelSpec) -> Path | None:
 def resolve_local(spec: ModelSpec, weights: str | os.PathLike | None = None) -> tuple[Path, str] | None:
     """Local weights for ``spec`` and where they came from, without any network access.
 
-    An explicit ``weights`` path must be valid (errors are raised, never skipped).
+    An explicit ``weights`` path (or the folder of a spec made from ``--model PATH``) must be
+    valid (errors are raised, never skipped).
     """
-    if weights is not None:
-        return check_weights_dir(Path(weights), spec), "path"
+    if weights is not None or spec.path is not None:
+        return check_weights_dir(Path(weights if weights is not None else spec.path), spec), "path"
+    if spec.hub_id is None:
+        return None
     root = models_dir()
     if root is not None:
         for candidate in (root / spec.name, root / spec.hub_id.replace("/", "--")):

@@ -16,6 +16,11 @@ what ``auto`` means on this machine.
 
 Evaluation (``anyseg eval``) defaults to ``torch`` instead: numbers that match the reference
 implementation, independent of the machine.
+
+The runtimes are defined once, in :mod:`anyseg.runtime.table`; which of them a predictor may
+run is its family record's :attr:`~anyseg.models.families.Family.runtimes` (the classical
+engine: only its own, ``torch``). A runtime is a predictor composed of an encoder part and a
+decoder part over the shared model (:mod:`anyseg.runtime.torch_fast`, :mod:`anyseg.runtime.onnx`).
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from __future__ import annotations
 from typing import Any
 
 from anyseg.errors import InputError
+from anyseg.runtime.table import ONNX_RUNTIMES, RUNTIMES
 
-RUNTIMES = ("auto", "torch", "torch-bf16", "torch-fp16", "torch-compile", "onnx", "onnx-int8")
+__all__ = ["RUNTIMES", "default_runtime", "with_runtime", "classical_runtime_error", "runtime_error"]
 
 
 def default_runtime(device: str | None = None) -> tuple[str, str]:
@@ -56,22 +62,37 @@ def classical_runtime_error(runtime: str, requested: str | None = None) -> Input
                       "auto); drop --runtime, or pick a SAM-family model (`anyseg models list`)")
 
 
-def with_runtime(predictor: Any, runtime: str = "auto", requested: str | None = None) -> Any:
-    """``predictor`` running on ``runtime``; the classical engine only runs ``torch`` (its own code).
+def runtime_error(predictor: Any, family: Any, runtime: str, requested: str | None = None) -> InputError:
+    """The one-line error for a ``runtime`` that ``predictor``'s family record does not list."""
+    if family is not None and family.baseline:
+        return classical_runtime_error(runtime, requested)
+    name = getattr(predictor, "name", type(predictor).__name__)
+    have = ", ".join(family.runtimes) if family is not None else "torch"
+    return InputError(f"{name} has no {runtime} runtime (its runtimes: {have}); drop --runtime or pick one of those")
 
-    ``requested`` is the model name the user gave (e.g. ``auto``): it words the error for a
-    classical engine asked for another runtime (:func:`classical_runtime_error`).
+
+def with_runtime(predictor: Any, runtime: str = "auto", requested: str | None = None) -> Any:
+    """``predictor`` running on ``runtime``, one of those its family record lists.
+
+    ``auto`` is :func:`default_runtime` for families with the torch runtimes, else the family's
+    first (the classical engine: ``torch``, its own code). A predictor whose family is not
+    registered runs only ``torch`` (as it is). ``requested`` is the model name the user gave
+    (e.g. ``auto``): it words the error for the classical engine asked for another runtime
+    (:func:`classical_runtime_error`).
     """
+    from anyseg.models.families import find_family
+
     if runtime not in RUNTIMES:
         raise InputError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
-    classical = getattr(predictor, "family", "") == "classical"
+    family = find_family(getattr(predictor, "family", ""))
+    offered = family.runtimes if family is not None else ("torch",)
     if runtime == "auto":
-        runtime = "torch" if classical else default_runtime(getattr(predictor, "device", "cpu"))[0]
-    if runtime == "torch" or classical:
-        if runtime != "torch":
-            raise classical_runtime_error(runtime, requested)
-        return predictor
-    if runtime.startswith("onnx"):
+        runtime = offered[0] if len(offered) == 1 else default_runtime(getattr(predictor, "device", "cpu"))[0]
+    if runtime not in offered:
+        raise runtime_error(predictor, family, runtime, requested)
+    if runtime == "torch":
+        return predictor  # the predictor as loaded (the classical engine: its own code)
+    if runtime in ONNX_RUNTIMES:
         from anyseg.runtime.onnx import load_runtime
 
         return load_runtime(predictor, runtime)

@@ -40,14 +40,15 @@ from typing import Any
 import numpy as np
 
 from anyseg.errors import InputError, ModelError
-from anyseg.io.images import image_hash
-from anyseg.models.base import Predictor, check_embedding, check_image
+from anyseg.models.base import Predictor
+from anyseg.models.families import families_with, find_family
 from anyseg.models.sam import SamFamilyPredictor
+from anyseg.runtime.onnx_graphs import decoder_module, encoder_module
+from anyseg.runtime.table import ONNX_RUNTIMES
 from anyseg.types import Embedding, Masks, Prompt
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
-SUPPORTED_FAMILIES = ("sam", "sam2")
-SAM2_FAMILIES = ("sam2",)
+#: the runtimes :func:`load_runtime` takes (the ONNX ones defined in :mod:`anyseg.runtime.table`, and ``torch``)
+RUNTIMES = ("torch", *ONNX_RUNTIMES)
 OPSET = 17
 #: bump when the exported graphs change meaning (part of the cache key)
 EXPORT_FORMAT = 1
@@ -81,111 +82,6 @@ EXPORT_COUNT = 0
 _LOCK = threading.RLock()
 
 
-# -- the exported networks -----------------------------------------------------------------
-def _encoder_module(model: Any) -> Any:
-    import torch
-
-    class Encoder(torch.nn.Module):
-        def __init__(self, vision_encoder: Any):
-            super().__init__()
-            self.vision_encoder = vision_encoder
-
-        def forward(self, pixel_values: Any) -> Any:
-            return self.vision_encoder(pixel_values)[0]
-
-    class Sam2Encoder(torch.nn.Module):
-        """``Sam2Model.get_image_embeddings``: two high-resolution maps, then the image embedding."""
-
-        def __init__(self, model: Any):
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixel_values: Any) -> tuple[Any, Any, Any]:
-            s0, s1, emb = self.model.get_image_embeddings(pixel_values)
-            return emb, s0, s1
-
-    if hasattr(model, "no_memory_embedding"):
-        return Sam2Encoder(model).eval()
-    return Encoder(model.vision_encoder).eval()
-
-
-def _decoder_module(model: Any) -> Any:
-    """SAM / SAM 2 prompt encoder + mask decoder with segment-anything's ONNX prompt interface.
-
-    Mirrors ``Sam(2)PromptEncoder`` / ``Sam(2)MaskDecoder.forward`` of transformers (the same
-    submodules and weights), returning all ``1 + num_multimask_outputs`` masks and scores; the
-    output selection (and SAM 2's stability fallback) is done by the caller.
-    """
-    import torch
-
-    class Decoder(torch.nn.Module):
-        def __init__(self, model: Any):
-            super().__init__()
-            pe = model.prompt_encoder
-            self.sam2 = hasattr(model, "no_memory_embedding")
-            self.pe_layer = pe.shared_embedding  # points; the image-wide PE is the model's own
-            with torch.no_grad():
-                weights = (pe.point_embed.weight if self.sam2 else torch.cat([e.weight for e in pe.point_embed]))
-                self.register_buffer("point_weights", weights.detach().clone())  # (4, C): labels 0..3
-            self.not_a_point_embed = pe.not_a_point_embed
-            self.mask_embed = pe.mask_embed
-            self.no_mask_embed = pe.no_mask_embed
-            self.input_size = float(pe.input_image_size)
-            self.mask_decoder = model.mask_decoder
-            with torch.no_grad():
-                self.register_buffer("image_pe", model.get_image_wide_positional_embeddings().detach().clone())
-
-        def forward(self, image_embeddings: Any, point_coords: Any, point_labels: Any, mask_input: Any,
-                    has_mask_input: Any, high_res_0: Any = None, high_res_1: Any = None) -> tuple[Any, Any]:
-            md = self.mask_decoder
-            # -- prompt encoder (points, box corners, padding point) --
-            coords = (point_coords + 0.5) / self.input_size
-            coords = 2 * coords - 1
-            coords = coords @ self.pe_layer.positional_embedding
-            coords = 2 * np.pi * coords
-            emb = torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)  # (B, N, C)
-            labels = point_labels.unsqueeze(-1).to(emb.dtype)
-            emb = torch.where(labels == -1, self.not_a_point_embed.weight, emb)
-            for k in range(4):
-                emb = torch.where(labels == k, emb + self.point_weights[k], emb)
-            sparse = emb.unsqueeze(0)  # (1, B, N, C)
-            has = has_mask_input.reshape(1, 1, 1, 1).to(emb.dtype)
-            dense = has * self.mask_embed(mask_input) + (1 - has) * self.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            # -- mask decoder (transformers' SamMaskDecoder.forward, all mask tokens) --
-            _, num_channels, height, width = image_embeddings.shape
-            point_batch = sparse.shape[1]
-            first = 1 if self.sam2 else 0  # SAM 2 puts its object-score token first
-            output_tokens = torch.cat(([md.obj_score_token.weight] if self.sam2 else [])
-                                      + [md.iou_token.weight, md.mask_tokens.weight], dim=0)
-            output_tokens = output_tokens.unsqueeze(0).unsqueeze(0).expand(1, point_batch, -1, -1)
-            tokens = torch.cat((output_tokens, sparse), dim=2)
-            src = (image_embeddings + dense).expand(point_batch, -1, -1, -1)
-            pos = self.image_pe.expand(point_batch, -1, -1, -1)
-            point_embedding, src = md.transformer(point_embeddings=tokens, image_embeddings=src,
-                                                  image_positional_embeddings=pos,
-                                                  attention_similarity=None, target_embedding=None)
-            iou_token_out = point_embedding[:, :, first, :]
-            mask_tokens_out = point_embedding[:, :, first + 1:(first + 1 + md.num_mask_tokens), :]
-            src = src.transpose(2, 3).reshape(point_batch, num_channels, height, width)
-            if self.sam2:
-                up = md.upscale_conv1(src) + high_res_1.expand(point_batch, -1, -1, -1)
-                up = md.activation(md.upscale_layer_norm(up))
-                up = md.activation(md.upscale_conv2(up) + high_res_0.expand(point_batch, -1, -1, -1))
-            else:
-                up = md.upscale_conv1(src)
-                up = md.activation(md.upscale_layer_norm(up))
-                up = md.activation(md.upscale_conv2(up))
-            hyper_in = torch.stack([md.output_hypernetworks_mlps[i](mask_tokens_out[:, :, i, :])
-                                    for i in range(md.num_mask_tokens)], dim=2)
-            _, c, h, w = up.shape
-            up = up.reshape(1, point_batch, c, h * w)
-            masks = (hyper_in @ up).reshape(point_batch, -1, h, w)
-            iou = md.iou_prediction_head(iou_token_out)[0]
-            return masks, iou
-
-    return Decoder(model).eval()
-
-
 # -- cache key and folder ------------------------------------------------------------------
 def _versions() -> dict[str, str]:
     import onnx
@@ -193,9 +89,9 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import anyseg
+    from anyseg.version import __version__
 
-    return {"anyseg": anyseg.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+    return {"anyseg": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__}
 
 
@@ -262,11 +158,11 @@ def _export_fp32(predictor: Any, out: Path) -> None:
 
     model = predictor.model
     dev = next(model.parameters()).device
-    enc = _encoder_module(model)
-    dec = _decoder_module(model)
+    enc = encoder_module(model)
+    dec = decoder_module(model)
     s = predictor.frame
     pixel = torch.zeros(1, 3, s, s, device=dev)
-    sam2 = predictor.family in SAM2_FAMILIES
+    sam2 = _sam2(predictor.family)
     with torch.no_grad():
         maps = enc(pixel)
     maps = tuple(maps) if isinstance(maps, (list, tuple)) else (maps,)
@@ -329,8 +225,10 @@ def export(predictor: Any, out_dir: str | os.PathLike | None = None, quantize: b
     cache folder keyed on the weights, versions and options, and are re-used when present.
     """
     family = getattr(predictor, "family", "")
-    if family not in SUPPORTED_FAMILIES:
-        raise ModelError(f"the ONNX runtime supports the {', '.join(SUPPORTED_FAMILIES)} family; "
+    record = find_family(family)
+    if record is None or "onnx" not in record.runtimes:
+        supported = ", ".join(f.name for f in families_with("promptable") if "onnx" in f.runtimes)
+        raise ModelError(f"the ONNX runtime supports the {supported} family; "
                          f"{getattr(predictor, 'name', predictor)!r} is {family!r} (use --runtime torch)")
     options = _options(quantize, quantize_decoder)
     if out_dir is not None:
@@ -402,33 +300,195 @@ def _np(t: Any) -> np.ndarray:
     return np.ascontiguousarray(t, dtype=np.float32)
 
 
+def _sam2(family: str) -> bool:
+    """SAM 2's prompt encoding and high-resolution maps (the family record's ``sam2_decoder`` trait)."""
+    record = find_family(family)
+    return record is not None and "sam2_decoder" in record.traits
+
+
+# -- the parts -------------------------------------------------------------------------------
+class OnnxEncoder:
+    """The encoder part: the exported image encoder in an onnxruntime session, returning what
+    ``model.get_image_embeddings`` does (SAM 2: ``[high_res_0, high_res_1, embedding]``)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def run(self, pixel_values: Any) -> list[np.ndarray]:
+        """The graph's outputs: ``[image_embeddings]`` or ``[image_embeddings, high_res_0, high_res_1]``."""
+        x = np.ascontiguousarray(np.asarray(pixel_values, dtype=np.float32))
+        return self.session.run(None, {"pixel_values": x})
+
+    def __call__(self, pixel_values: Any) -> Any:
+        import torch
+
+        maps = [torch.from_numpy(m) for m in self.run(pixel_values.cpu().numpy())]
+        return [maps[1], maps[2], maps[0]] if len(maps) == 3 else maps[0]  # the torch predictor's layout
+
+
+class OnnxDecoder:
+    """The decoder part: point / box prompts through the torch predictor's rescheduled decoder
+    (``mode="auto"``, where it has one; ``"torch"`` insists), mask inputs and ``mode="onnx"``
+    through the exported graph, which runs as ``predictor.decode`` (the ONNX predictor's graph
+    interface, see :class:`OnnxRuntimePredictor`).
+
+    Args:
+        session: the decoder graph's onnxruntime session.
+        base: the torch :class:`~anyseg.models.sam.SamFamilyPredictor` the runtime was built from.
+        mode: one of :data:`DECODERS`.
+    """
+
+    def __init__(self, session: Any, base: SamFamilyPredictor, mode: str = "auto") -> None:
+        if mode not in DECODERS:
+            raise InputError(f"unknown decoder {mode!r}: expected one of {', '.join(DECODERS)}")
+        self.session, self.base, self.mode = session, base, mode
+
+    def run(self, image_embeddings: Any, coords: np.ndarray, labels: np.ndarray,
+            mask_input: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The graph on ``(B, N, 2)`` model coordinates and ``(B, N)`` labels: all masks and scores."""
+        extra: dict[str, np.ndarray] = {}
+        if isinstance(image_embeddings, (list, tuple)):
+            s0, s1, image_embeddings = (_np(t) for t in image_embeddings)
+            extra = {"high_res_0": s0, "high_res_1": s1}
+        emb = _np(image_embeddings)
+        low = int(emb.shape[-1]) * 4
+        has = mask_input is not None
+        mask = (np.asarray(mask_input, dtype=np.float32).reshape(1, 1, low, low) if has
+                else np.zeros((1, 1, low, low), dtype=np.float32))
+        masks, iou = self.session.run(None, {
+            "image_embeddings": emb,
+            "point_coords": np.ascontiguousarray(coords, dtype=np.float32),
+            "point_labels": np.ascontiguousarray(labels, dtype=np.int64),
+            "mask_input": mask,
+            "has_mask_input": np.array([1.0 if has else 0.0], dtype=np.float32),
+            **extra,
+        })
+        return masks, iou
+
+    def torch_decoder(self) -> Any:
+        """The base predictor's rescheduled decoder when this part decodes with it, else ``None``."""
+        if self.mode == "onnx":
+            return None
+        fast = self.base.fast_mask_decoder()
+        if fast is None and self.mode == "torch":
+            raise InputError(f"{self.base.name} has no rescheduled torch decoder; use decoder='onnx'")
+        return fast
+
+    def _as_base(self, embedding: Embedding) -> Embedding:
+        """The same features under the torch predictor's id (its decoder reads any encoder's output)."""
+        return dataclasses.replace(embedding, model_id=self.base.model_id)
+
+    def decode(self, predictor: Any, embedding: Embedding, geo: Any, prompts: list[Prompt],
+               multimask: bool) -> list[Masks]:
+        import torch
+
+        first = prompts[0]
+        has_mask = first.mask_logits is not None or first.mask is not None
+        if not has_mask and self.torch_decoder() is not None:
+            return self.base.decode_prompts(self._as_base(embedding), geo, prompts, multimask)
+        pts = [self._prompt_points(predictor.family, geo, p) for p in prompts]
+        coords = np.stack([c for c, _ in pts])
+        labels = np.stack([lab for _, lab in pts])
+        mask_input = self.base.mask_input(geo, first, self.base.low_res_size(embedding)) if has_mask else None
+        all_masks, all_scores = predictor.decode(embedding.features["image_embeddings"], coords, labels, mask_input)
+        logits_all, scores_all = self._select(all_masks, all_scores, multimask)
+        results = []
+        for j in range(len(prompts)):
+            scores = scores_all[j]
+            order = np.argsort(-scores, kind="stable") if multimask else np.arange(1)
+            lr = torch.from_numpy(np.ascontiguousarray(logits_all[j][order]))
+            results.append(Masks(masks=predictor.postprocess(lr, geo), scores=scores[order], logits=lr.numpy()))
+        return results
+
+    def decode_points(self, predictor: Any, embedding: Embedding, points_xy: np.ndarray, multimask: bool = True,
+                      mask_inputs: Any | None = None) -> tuple[Any, Any]:
+        """As :meth:`SamFamilyPredictor.decode_points` (one positive click per row), without mask inputs."""
+        import torch
+
+        if mask_inputs is not None:
+            raise InputError("the ONNX runtime decodes point grids without mask inputs; use --runtime torch")
+        if self.torch_decoder() is not None:
+            return self.base.decode_points(self._as_base(embedding), points_xy, multimask=multimask)
+        geo = predictor.geometry(embedding.original_size)
+        pts = geo.to_model(np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)).astype(np.float32)
+        b = len(pts)
+        coords = np.concatenate([pts[:, None], np.zeros((b, 1, 2), np.float32)], axis=1)
+        labels = np.tile(np.array([[1, -1]], dtype=np.int64), (b, 1))
+        masks, iou = predictor.decode(embedding.features["image_embeddings"], coords, labels)
+        masks, iou = self._select(masks, iou, multimask)
+        return torch.from_numpy(np.ascontiguousarray(masks)), torch.from_numpy(np.ascontiguousarray(iou))
+
+    @staticmethod
+    def _prompt_points(family: str, geo: Any, p: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        """One prompt as transformers' prompt encoder sees it: points, then box corners or a pad point."""
+        sam2 = _sam2(family)
+        coords, labels = [], []
+        if p.points is not None:
+            coords.append(geo.to_model(p.points))
+            labels.append(p.labels.astype(np.int64))
+        if p.box is not None:
+            coords.append(geo.to_model(p.box.reshape(2, 2)))
+            labels.append(np.array([2, 3], dtype=np.int64))
+        elif p.points is not None:
+            coords.append(np.zeros((1, 2)))
+            labels.append(np.array([-1], dtype=np.int64))
+        if p.box is not None and sam2:  # SAM 2 pads the box corners with a point
+            coords.append(np.zeros((1, 2)))
+            labels.append(np.array([-1], dtype=np.int64))
+        if not coords:  # mask only: SAM adds no sparse token (N = 0 is a valid size), SAM 2 one padding point
+            if sam2:  # transformers adds a (0, 0) / -1 point, then pads it like points
+                return np.zeros((2, 2), dtype=np.float32), np.array([-1, -1], dtype=np.int64)
+            return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        return np.concatenate(coords).astype(np.float32), np.concatenate(labels)
+
+    def _select(self, masks: np.ndarray, iou: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The decoder's output selection: tokens 1-3, token 0, or SAM 2's stability fallback."""
+        if multimask:
+            return masks[:, 1:], iou[:, 1:]
+        md = self.base.model.mask_decoder
+        if not getattr(md, "dynamic_multimask_via_stability", False):
+            return masks[:, :1], iou[:, :1]
+        single, single_iou = masks[:, :1], iou[:, :1]
+        best = np.argmax(iou[:, 1:], axis=1) + 1  # (B,)
+        rows = np.arange(len(best))
+        flat = single.reshape(len(single), -1)
+        area_i = (flat > md.dynamic_multimask_stability_delta).sum(-1).astype(np.float32)
+        area_u = (flat > -md.dynamic_multimask_stability_delta).sum(-1).astype(np.float32)
+        stab = np.where(area_u > 0, area_i / np.maximum(area_u, 1), 1.0)
+        stable = stab >= md.dynamic_multimask_stability_thresh
+        out_m = np.where(stable[:, None, None, None], single, masks[rows, best][:, None])
+        out_s = np.where(stable[:, None], single_iou, iou[rows, best][:, None])
+        return out_m, out_s
+
+
 # -- the predictor ---------------------------------------------------------------------------
-class OnnxRuntimePredictor(Predictor):
+class OnnxRuntimePredictor(SamFamilyPredictor):
     """A :class:`~anyseg.models.sam.SamFamilyPredictor` whose two networks run in onnxruntime.
 
+    Built from a torch predictor (``base``, whose model, geometry, prompt mapping and
+    postprocessing it shares) with :class:`OnnxEncoder` and :class:`OnnxDecoder` parts.
     ``onnx-int8`` quantizes the image encoder's MatMul / Gemm weights (dynamic int8,
     per-channel; SAM 2's accuracy-sensitive Hiera MatMuls stay fp32, see :data:`INT8_KEEP_FP32`)
     and keeps the prompt decoder in fp32 unless ``quantize_decoder``: on ViT-B
     the int8 decoder saved ~7 ms of ~37 ms per click but its logit error was of the order of
     the (random-weight) logits themselves, while the int8 encoder is ~2x faster.
+
+    Attributes:
+        base: the torch predictor; ``artifacts``: the folder of the exported graphs;
+        ``exported``: whether building this predictor exported them (else a cached export);
+        ``decoder``: the decoder mode (:data:`DECODERS`).
     """
 
     def __init__(self, predictor: Any, runtime: str = "onnx", intra_op_num_threads: int | None = None,
                  providers: list[str] | None = None, artifacts: str | os.PathLike | None = None,
                  spinning: bool = False, quantize_decoder: bool = False, decoder: str = "auto"):
-        if runtime not in ("onnx", "onnx-int8"):
-            raise InputError(f"unknown ONNX runtime {runtime!r}: expected 'onnx' or 'onnx-int8'")
+        if runtime not in ONNX_RUNTIMES:
+            raise InputError(f"unknown ONNX runtime {runtime!r}: expected {' or '.join(map(repr, ONNX_RUNTIMES))}")
         if decoder not in DECODERS:
             raise InputError(f"unknown decoder {decoder!r}: expected one of {', '.join(DECODERS)}")
-        self.decoder = decoder
-        self.base = predictor
-        self.runtime = runtime
-        self.name = predictor.name
-        self.family = predictor.family
-        self.spec = getattr(predictor, "spec", None)
-        self.frame = predictor.frame
-        self.folder = predictor.folder
-        self.device = "cpu"
+        if not isinstance(predictor, SamFamilyPredictor):
+            raise InputError(f"the ONNX runtime needs a SAM-family predictor; got {type(predictor).__name__}")
+        self.base, self.decoder = predictor, decoder
         exports_before = EXPORT_COUNT
         self.artifacts = Path(artifacts) if artifacts is not None else export(
             predictor, quantize=runtime == "onnx-int8", quantize_decoder=quantize_decoder)
@@ -438,9 +498,10 @@ class OnnxRuntimePredictor(Predictor):
         # second session) runs on between calls; off unless asked for
         self.spinning = spinning
         self.providers = providers or ["CPUExecutionProvider"]
-        self._encoder = self._session("encoder.onnx")
-        self._decoder = self._session("decoder.onnx")
-        self._id = f"{predictor.model_id}:{runtime}"
+        super().__init__(predictor.spec, predictor.model, folder=predictor.folder, device="cpu", mean=predictor.mean,
+                         std=predictor.std, encoder=OnnxEncoder(self._session("encoder.onnx")),
+                         decoder=OnnxDecoder(self._session("decoder.onnx"), predictor, decoder), runtime=runtime,
+                         model_id=f"{predictor.model_id}:{runtime}")
 
     def _session(self, name: str) -> Any:
         import onnxruntime as ort
@@ -458,31 +519,13 @@ class OnnxRuntimePredictor(Predictor):
             raise ModelError(f"onnxruntime cannot load {self.artifacts / name}: {type(exc).__name__}: {exc}") from exc
 
     @property
-    def model_id(self) -> str:
-        return self._id
-
-    @property
     def num_parameters(self) -> int:
         return self.base.num_parameters
 
-    # -- delegated to the torch predictor (same geometry, prompt mapping, postprocessing) ----
-    def geometry(self, original_size: tuple[int, int]) -> Any:
-        return self.base.geometry(original_size)
-
-    def preprocess(self, image: np.ndarray) -> tuple[Any, Any]:
-        return self.base.preprocess(image)
-
-    def postprocess(self, low_res_logits: Any, geo: Any) -> np.ndarray:
-        return self.base.postprocess(low_res_logits, geo)
-
-    def upscale_logits(self, low_res_logits: Any, geo: Any) -> Any:
-        return self.base.upscale_logits(low_res_logits, geo)
-
-    # -- networks -----------------------------------------------------------------------------
+    # -- the graphs -----------------------------------------------------------------------------
     def encode(self, pixel_values: Any) -> list[np.ndarray]:
         """Encoder outputs: ``[image_embeddings]`` (SAM) or ``[image_embeddings, high_res_0, high_res_1]`` (SAM 2)."""
-        x = np.ascontiguousarray(np.asarray(pixel_values, dtype=np.float32))
-        return self._encoder.run(None, {"pixel_values": x})
+        return self.image_encoder.run(pixel_values)
 
     def decode(self, image_embeddings: Any, coords: np.ndarray, labels: np.ndarray,
                mask_input: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -491,136 +534,7 @@ class OnnxRuntimePredictor(Predictor):
         ``image_embeddings`` is ``Embedding.features["image_embeddings"]``: a tensor (SAM) or
         SAM 2's list ``[high_res_0, high_res_1, image_embeddings]``.
         """
-        extra: dict[str, np.ndarray] = {}
-        if isinstance(image_embeddings, (list, tuple)):
-            s0, s1, image_embeddings = (_np(t) for t in image_embeddings)
-            extra = {"high_res_0": s0, "high_res_1": s1}
-        emb = _np(image_embeddings)
-        low = int(emb.shape[-1]) * 4
-        has = mask_input is not None
-        mask = (np.asarray(mask_input, dtype=np.float32).reshape(1, 1, low, low) if has
-                else np.zeros((1, 1, low, low), dtype=np.float32))
-        masks, iou = self._decoder.run(None, {
-            "image_embeddings": emb,
-            "point_coords": np.ascontiguousarray(coords, dtype=np.float32),
-            "point_labels": np.ascontiguousarray(labels, dtype=np.int64),
-            "mask_input": mask,
-            "has_mask_input": np.array([1.0 if has else 0.0], dtype=np.float32),
-            **extra,
-        })
-        return masks, iou
-
-    # -- Predictor API ------------------------------------------------------------------------
-    def embed(self, image: np.ndarray) -> Embedding:
-        import torch
-
-        image = check_image(image)
-        pixel_values, geo = self.preprocess(image)
-        maps = [torch.from_numpy(m) for m in self.encode(pixel_values.numpy())]
-        emb: Any = [maps[1], maps[2], maps[0]] if len(maps) == 3 else maps[0]  # the torch predictor's layout
-        return Embedding(self.model_id, geo.original_size, geo.input_size, {"image_embeddings": emb},
-                         image_hash(image))
-
-    # the torch predictor's prompt grouping and dispatch, over this class's own ``_decode``
-    predict = SamFamilyPredictor.predict
-    predict_batch = SamFamilyPredictor.predict_batch
-
-    def _prompt_points(self, geo: Any, p: Prompt) -> tuple[np.ndarray, np.ndarray]:
-        """One prompt as transformers' prompt encoder sees it: points, then box corners or a pad point."""
-        coords, labels = [], []
-        if p.points is not None:
-            coords.append(geo.to_model(p.points))
-            labels.append(p.labels.astype(np.int64))
-        if p.box is not None:
-            coords.append(geo.to_model(p.box.reshape(2, 2)))
-            labels.append(np.array([2, 3], dtype=np.int64))
-        elif p.points is not None:
-            coords.append(np.zeros((1, 2)))
-            labels.append(np.array([-1], dtype=np.int64))
-        if p.box is not None and self.family in SAM2_FAMILIES:  # SAM 2 pads the box corners with a point
-            coords.append(np.zeros((1, 2)))
-            labels.append(np.array([-1], dtype=np.int64))
-        if not coords:  # mask only: SAM adds no sparse token (N = 0 is a valid size), SAM 2 one padding point
-            if self.family in SAM2_FAMILIES:  # transformers adds a (0, 0) / -1 point, then pads it like points
-                return np.zeros((2, 2), dtype=np.float32), np.array([-1, -1], dtype=np.int64)
-            return np.zeros((0, 2), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        return np.concatenate(coords).astype(np.float32), np.concatenate(labels)
-
-    def _torch_decoder(self) -> Any:
-        """The torch predictor's rescheduled decoder when this runtime decodes with it, else ``None``."""
-        if self.decoder == "onnx":
-            return None
-        fast = self.base._fast_decoder()
-        if fast is None and self.decoder == "torch":
-            raise InputError(f"{self.name} has no rescheduled torch decoder; use decoder='onnx'")
-        return fast
-
-    def _as_base(self, embedding: Embedding) -> Embedding:
-        """The same features under the torch predictor's id (its decoder reads any encoder's output)."""
-        return dataclasses.replace(embedding, model_id=self.base.model_id)
-
-    def _decode(self, embedding: Embedding, geo: Any, prompts: list[Prompt], multimask: bool) -> list[Masks]:
-        import torch
-
-        first = prompts[0]
-        if first.mask_logits is None and first.mask is None and self._torch_decoder() is not None:
-            return self.base._decode(self._as_base(embedding), geo, prompts, multimask)
-        pts = [self._prompt_points(geo, p) for p in prompts]
-        coords = np.stack([c for c, _ in pts])
-        labels = np.stack([lab for _, lab in pts])
-        emb = embedding.features["image_embeddings"]
-        mask_input = None
-        first = prompts[0]
-        if first.mask_logits is not None or first.mask is not None:
-            mask_input = self.base._mask_input(geo, first, self.base._low_res_size(embedding))
-        all_masks, all_scores = self.decode(emb, coords, labels, mask_input)
-        logits_all, scores_all = self._select(all_masks, all_scores, multimask)
-        results = []
-        for j in range(len(prompts)):
-            scores = scores_all[j]
-            order = np.argsort(-scores, kind="stable") if multimask else np.arange(1)
-            lr = torch.from_numpy(np.ascontiguousarray(logits_all[j][order]))
-            results.append(Masks(masks=self.postprocess(lr, geo), scores=scores[order], logits=lr.numpy()))
-        return results
-
-    def decode_points(self, embedding: Embedding, points_xy: np.ndarray, multimask: bool = True,
-                      mask_inputs: Any | None = None) -> tuple[Any, Any]:
-        """As :meth:`SamFamilyPredictor.decode_points` (one positive click per row), without mask inputs."""
-        import torch
-
-        if mask_inputs is not None:
-            raise InputError("the ONNX runtime decodes point grids without mask inputs; use --runtime torch")
-        check_embedding(self, embedding)
-        if self._torch_decoder() is not None:
-            return self.base.decode_points(self._as_base(embedding), points_xy, multimask=multimask)
-        geo = self.geometry(embedding.original_size)
-        pts = geo.to_model(np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)).astype(np.float32)
-        b = len(pts)
-        coords = np.concatenate([pts[:, None], np.zeros((b, 1, 2), np.float32)], axis=1)
-        labels = np.tile(np.array([[1, -1]], dtype=np.int64), (b, 1))
-        masks, iou = self.decode(embedding.features["image_embeddings"], coords, labels)
-        masks, iou = self._select(masks, iou, multimask)
-        return torch.from_numpy(np.ascontiguousarray(masks)), torch.from_numpy(np.ascontiguousarray(iou))
-
-    def _select(self, masks: np.ndarray, iou: np.ndarray, multimask: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The decoder's output selection: tokens 1-3, token 0, or SAM 2's stability fallback."""
-        if multimask:
-            return masks[:, 1:], iou[:, 1:]
-        cfg = getattr(self.base.model.mask_decoder, "dynamic_multimask_via_stability", False)
-        if not cfg:
-            return masks[:, :1], iou[:, :1]
-        md = self.base.model.mask_decoder
-        single, single_iou = masks[:, :1], iou[:, :1]
-        best = np.argmax(iou[:, 1:], axis=1) + 1  # (B,)
-        rows = np.arange(len(best))
-        flat = single.reshape(len(single), -1)
-        area_i = (flat > md.dynamic_multimask_stability_delta).sum(-1).astype(np.float32)
-        area_u = (flat > -md.dynamic_multimask_stability_delta).sum(-1).astype(np.float32)
-        stab = np.where(area_u > 0, area_i / np.maximum(area_u, 1), 1.0)
-        stable = stab >= md.dynamic_multimask_stability_thresh
-        out_m = np.where(stable[:, None, None, None], single, masks[rows, best][:, None])
-        out_s = np.where(stable[:, None], single_iou, iou[rows, best][:, None])
-        return out_m, out_s
+        return self.prompt_decoder.run(image_embeddings, coords, labels, mask_input)
 
 
 def load_runtime(predictor: Predictor, runtime: str, intra_op_num_threads: int | None = None,

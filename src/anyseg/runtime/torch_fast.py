@@ -4,7 +4,12 @@
     fast = apply_runtime(predictor, "torch-bf16")   # a new predictor; ``predictor`` is unchanged
     emb = fast.embed(image); masks = fast.predict(emb, prompt)
 
-Runtimes (:data:`RUNTIMES`):
+A runtime is a composition, built through ``SamFamilyPredictor``'s public constructor: the
+same model with an encoder part (:class:`RuntimeEncoder`: autocast or ``torch.compile`` around
+``get_image_embeddings``) and a decoder part (:class:`~anyseg.models.sam.TorchDecoder` with
+chunks and shared rows, and the fast decoder's GEMM dtype).
+
+Runtimes (:data:`RUNTIMES`, a view of :mod:`anyseg.runtime.table`):
 
 * ``torch``: the predictor's fp32 path, plus two decoder fast paths for ``predict_batch``
   that give the same numbers: prompts go to the decoder in chunks of ``decode_chunk``
@@ -23,7 +28,8 @@ Runtimes (:data:`RUNTIMES`):
   the frame is fixed). If compiling fails the predictor warns once and runs eager.
 
 The shared model's weights are never modified, and ``SamFamilyPredictor``'s own defaults
-are untouched: only the returned predictor behaves differently.
+are untouched: only the returned predictor behaves differently. Which families may run these
+runtimes is their record's :attr:`~anyseg.models.families.Family.runtimes`.
 """
 
 from __future__ import annotations
@@ -32,12 +38,13 @@ import warnings
 from typing import Any, Callable
 
 from anyseg.errors import InputError
-from anyseg.models.sam import _SHARED_ROWS, SamFamilyPredictor
-from anyseg.types import Embedding
+from anyseg.models.sam import SamFamilyPredictor, TorchDecoder
+from anyseg.runtime.table import TORCH_RUNTIMES
 
-__all__ = ["RUNTIMES", "apply_runtime", "cpu_bf16_support", "TorchFastPredictor"]
+__all__ = ["RUNTIMES", "apply_runtime", "cpu_bf16_support", "RuntimeEncoder"]
 
-RUNTIMES = ("torch", "torch-bf16", "torch-fp16", "torch-compile")
+#: the torch backend's runtimes (defined in :mod:`anyseg.runtime.table`)
+RUNTIMES = TORCH_RUNTIMES
 #: reduced-precision runtimes: autocast dtype name per runtime
 AUTOCAST = {"torch-bf16": "bfloat16", "torch-fp16": "float16"}
 #: prompts per decoder call in ``predict_batch``: the decoder repeats the image embedding (and
@@ -123,8 +130,9 @@ def use_chunked_attention(model: Any) -> bool:
     return bool(configs)
 
 
-class _Encoder:
-    """Calls ``model.get_image_embeddings`` through the runtime's wrapper (autocast / compile)."""
+class RuntimeEncoder:
+    """The encoder part of a torch runtime: ``model.get_image_embeddings`` under the runtime's
+    autocast (float32 outputs) or through ``torch.compile`` (eager when compiling fails)."""
 
     def __init__(self, model: Any, runtime: str) -> None:
         self.model = model
@@ -166,51 +174,8 @@ def _to_float32(x: Any) -> Any:
     return x.float() if hasattr(x, "float") and x.is_floating_point() else x
 
 
-class TorchFastPredictor(SamFamilyPredictor):
-    """A :class:`SamFamilyPredictor` sharing another's model, with a torch runtime applied."""
-
-    runtime: str = "torch"
-    decode_chunk: int = DEFAULT_DECODE_CHUNK
-    _encoder: _Encoder
-
-    def embed(self, image: Any) -> Embedding:
-        import torch
-
-        from anyseg.io.images import image_hash
-        from anyseg.models.base import check_image
-
-        image = check_image(image)
-        pixel_values, geo = self.preprocess(image)
-        with torch.inference_mode():
-            out = self._encoder(pixel_values.to(self.device))
-        if self.family == "sam_hq":
-            emb, inter = out
-            features: Any = {"image_embeddings": emb, "intermediate_embeddings": list(inter)}
-        else:
-            features = {"image_embeddings": out}
-        return Embedding(self.model_id, geo.original_size, geo.input_size, features, image_hash(image))
-
-    def _decode(self, embedding: Embedding, geo: Any, prompts: list, multimask: bool) -> list:
-        first = prompts[0]
-        shared = first.mask_logits is None and first.mask is None
-        token = _SHARED_ROWS.set(shared)  # prompts without mask inputs: identical image-side rows
-        try:
-            out: list = []
-            step = max(1, int(self.decode_chunk))
-            for i in range(0, len(prompts), step):  # small chunks: the per-prompt image-sized tensors stay in cache
-                out += super()._decode(embedding, geo, prompts[i:i + step], multimask)
-            return out
-        finally:
-            _SHARED_ROWS.reset(token)
-
-    @property
-    def compile_failed(self) -> str | None:
-        """Why ``torch-compile`` fell back to eager (``None`` while it has not)."""
-        return self._encoder.compile_failed
-
-
 def apply_runtime(predictor: SamFamilyPredictor, runtime: str,
-                  decode_chunk: int = DEFAULT_DECODE_CHUNK) -> TorchFastPredictor:
+                  decode_chunk: int = DEFAULT_DECODE_CHUNK) -> SamFamilyPredictor:
     """A new predictor running ``predictor``'s model with ``runtime`` (one of :data:`RUNTIMES`).
 
     ``decode_chunk``: prompts per decoder call in ``predict_batch`` (same results, less memory).
@@ -223,20 +188,19 @@ def apply_runtime(predictor: SamFamilyPredictor, runtime: str,
         raise InputError(f"unknown torch runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
     if not isinstance(predictor, SamFamilyPredictor):
         raise InputError(f"apply_runtime needs a SAM-family predictor; got {type(predictor).__name__}")
-    fast = TorchFastPredictor(predictor.spec, predictor.model, folder=predictor.folder, device=predictor.device,
-                              mean=predictor.mean, std=predictor.std)
-    fast.runtime = runtime
+    dtype = None
     if runtime in AUTOCAST:
         import torch
 
         if runtime == "torch-fp16" and not str(predictor.device).startswith("cuda"):
             raise InputError("torch-fp16 runs on CUDA devices only (CPUs have no fast fp16 GEMMs); "
                              "use torch-bf16 or torch on CPU")
-        fast.decoder_dtype = getattr(torch, AUTOCAST[runtime])
+        dtype = getattr(torch, AUTOCAST[runtime])
         if runtime == "torch-bf16" and not str(predictor.device).startswith("cuda"):
             use_chunked_attention(predictor.model)  # on CUDA, SDPA's kernels already win in bf16
-    fast.decode_chunk = int(decode_chunk)
-    fast._encoder = _Encoder(predictor.model, runtime)
     base_id = predictor.model_id
-    fast._id = f"{base_id}@{runtime.removeprefix('torch-')}" if runtime in AUTOCAST else base_id  # ...@bf16 / @fp16
-    return fast
+    model_id = f"{base_id}@{runtime.removeprefix('torch-')}" if runtime in AUTOCAST else base_id  # ...@bf16 / @fp16
+    return SamFamilyPredictor(predictor.spec, predictor.model, folder=predictor.folder, device=predictor.device,
+                              mean=predictor.mean, std=predictor.std, encoder=RuntimeEncoder(predictor.model, runtime),
+                              decoder=TorchDecoder(chunk=int(decode_chunk), share_rows=True), runtime=runtime,
+                              model_id=model_id, decoder_dtype=dtype)

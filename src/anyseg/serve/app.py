@@ -160,25 +160,12 @@ class State:
 
     def text_backend(self, model: str) -> Any:
         """A text instance backend (loaded once per name, never downloaded) that reuses the loaded SAM model."""
-        from anyseg.models.registry import CLIP_FAMILIES, DETECTOR_FAMILIES, get_spec
         from anyseg.tasks import text as text_mod
 
         with self._text_lock:
             if model not in self._text_backends:
-                name = text_mod.resolve_text_model(model)
-                family = get_spec(name).family
-                kw = {"device": self.device, "allow_download": False}
-                if family in DETECTOR_FAMILIES:
-                    from anyseg.text.detectors import load_detector
-
-                    backend = text_mod.GroundedBackend(load_detector(name, **kw), self.predictor)
-                elif family in CLIP_FAMILIES:
-                    from anyseg.text.clip import load_clip
-
-                    backend = text_mod.ClipMaskBackend(load_clip(name, **kw), self.predictor)
-                else:  # SAM 3 (its own text model) or a one-line error for a name that cannot read text
-                    backend = text_mod.load_instance_backend(name, **kw)
-                self._text_backends[model] = backend
+                self._text_backends[model] = text_mod.load_instance_backend(
+                    model, device=self.device, allow_download=False, predictor=self.predictor)
             return self._text_backends[model]
 
 
@@ -375,7 +362,7 @@ def _model_routes(app: FastAPI, st: State) -> None:
         overrides = {k: v for k, v in body.model_dump().items() if v is not None}
         family = getattr(predictor, "family", "") or "sam"
         try:
-            params = EverythingParams.for_family(family if family != "classical" else "sam", **overrides)
+            params = EverythingParams.for_family(family, **overrides)
         except InputError as e:
             raise ApiError(400, str(e)) from None
 

@@ -52,8 +52,8 @@ crop), explicit ``point_grids`` at most ``MAX_POINTS_PER_SIDE**2`` points per la
 that names the bound. :func:`generate` calls :func:`anyseg.cancel.check` before every crop and
 every batch, so a cancelled job stops within one batch.
 
-SAM 2 defaults apply to ``sam2``, ``edgetam`` and ``sam3_tracker``; SAM's to ``sam`` and
-``sam_hq``. ``granularity`` picks decoder outputs by position: ``"subpart"`` = output 0,
+SAM 2 defaults apply where the family record says so (``sam2``, ``edgetam``, ``sam3_tracker``);
+SAM's elsewhere. ``granularity`` picks decoder outputs by position: ``"subpart"`` = output 0,
 ``"part"`` = 1, ``"whole"`` = 2 (the order SAM's three multimask tokens learned: small to large;
 a tendency of the trained models, not a guarantee), ``"all"`` = all three, as the originals.
 
@@ -109,11 +109,12 @@ from anyseg.masks.amg import (
     postprocess_small_regions, stability_score, uncrop_boxes, uncrop_points,
 )
 from anyseg.masks.boxes import box_area, nms
-from anyseg.models.base import Predictor, check_image
+from anyseg.models.base import GridDecoder, Predictor, check_image
+from anyseg.models.families import EVERYTHING, GRID, families_with, find_family
 from anyseg.types import Masks
 
 __all__ = ["EverythingParams", "generate", "write_everything", "record_params", "GRANULARITIES",
-           "GRANULARITY_INDEX", "SAM2_LIKE", "SORT_KEYS", "MAX_POINTS_PER_SIDE", "MAX_POINTS_PER_BATCH",
+           "GRANULARITY_INDEX", "SORT_KEYS", "MAX_POINTS_PER_SIDE", "MAX_POINTS_PER_BATCH",
            "MAX_CROP_LAYERS", "MAX_DOWNSCALE_FACTOR"]
 
 #: the bounds of the parameters that scale the work (the CLI and the service check these)
@@ -125,9 +126,6 @@ MAX_DOWNSCALE_FACTOR = 64
 GRANULARITIES = ("whole", "part", "subpart", "all")
 #: granularity -> position of the multimask output (SAM's decoder order: small to large)
 GRANULARITY_INDEX = {"subpart": 0, "part": 1, "whole": 2}
-#: families that take SAM 2's defaults
-SAM2_LIKE = ("sam2", "edgetam", "sam3_tracker")
-_FAMILIES = ("sam", "sam_hq", *SAM2_LIKE, "classical")
 SORT_KEYS = ("area", "score")
 #: float32 bytes of upscaled logits per chunk, and the most masks per chunk
 _CHUNK_BYTES = 256 << 20
@@ -199,15 +197,17 @@ class EverythingParams:
 
     @classmethod
     def for_family(cls, family: str, **overrides: Any) -> "EverythingParams":
-        """The reference defaults for ``family`` (SAM 2's for ``sam2``/``edgetam``/``sam3_tracker``), with overrides."""
-        if family not in _FAMILIES:
-            raise InputError(f"unknown model family {family!r}: expected one of {', '.join(_FAMILIES)}")
+        """The reference defaults for ``family``, with overrides: SAM's, updated by the family record's
+        ``everything_defaults`` (SAM 2's ``pred_iou_thresh`` 0.8 for ``sam2``/``edgetam``/``sam3_tracker``)."""
+        record = find_family(family)
+        if record is None or not record.has(EVERYTHING):
+            known = ", ".join(f.name for f in families_with(EVERYTHING))
+            raise InputError(f"unknown model family {family!r}: expected one of {known}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise InputError(f"unknown EverythingParams fields {unknown}: expected some of {sorted(names)}")
-        base: dict[str, Any] = {"pred_iou_thresh": 0.8} if family in SAM2_LIKE else {}
-        return cls(**{**base, **overrides})
+        return cls(**{**record.everything_defaults, **overrides})
 
     def __post_init__(self) -> None:
         if self.points_per_side is not None:
@@ -313,22 +313,24 @@ def generate(predictor: Predictor, image: np.ndarray, params: EverythingParams |
     if sort_by not in SORT_KEYS:
         raise InputError(f"sort_by must be one of {', '.join(SORT_KEYS)}; got {sort_by!r}")
     family = getattr(predictor, "family", "")
+    record = find_family(family)  # None: a family the registry does not know (then its methods decide)
+    capable = record is not None and record.has(EVERYTHING)
     if params is not None and not isinstance(params, EverythingParams):
         raise InputError(f"params must be an EverythingParams; got {type(params).__name__}")
-    params = params or EverythingParams.for_family(family if family in _FAMILIES else "sam")
+    params = params or EverythingParams.for_family(family if capable else "sam")
     image = check_image(image)
     h, w = image.shape[:2]
     if params.min_mask_region_area > h * w:
         raise InputError(f"EverythingParams.min_mask_region_area must be at most the image's {w}x{h} = {h * w} pixels; "
                          f"got {params.min_mask_region_area}")
-    if family == "classical":
+    if capable and record.baseline and not record.has(GRID):  # a no-weights engine: its own regions
         from anyseg.tasks.everything_classical import generate_classical
 
         return generate_classical(image, min_area=params.min_mask_region_area, granularity=params.granularity,
                                   progress=progress, sort_by=sort_by)
-    if not hasattr(predictor, "decode_points"):
+    if not (record.has(GRID) if record is not None else isinstance(predictor, GridDecoder)):
         raise InputError(f"segment everything needs a SAM-family model or 'classical'; got {getattr(predictor, 'name', family)!r}")
-    if family == "sam_hq" and params.granularity != "all":
+    if _sorted_multimask(predictor) and params.granularity != "all":
         raise InputError(f"granularity={params.granularity!r} is not available for SAM-HQ (its decoder returns one "
                          "mask per point, not the three ordered outputs); expected 'all'")
     crop_boxes, layers = generate_crop_boxes((h, w), params.crop_n_layers, params.crop_overlap_ratio)
@@ -352,6 +354,11 @@ def generate(predictor: Predictor, image: np.ndarray, params: EverythingParams |
         cols["boxes"] = boxes
         rles, cols = _select(rles, cols, keep)
     return _to_masks(rles, cols, (h, w), sort_by)
+
+
+def _sorted_multimask(predictor: Any) -> bool:
+    """The family's multimask candidates come sorted by score, not in the decoder's order (SAM-HQ)."""
+    return "sorted_multimask" in getattr(find_family(getattr(predictor, "family", "")), "traits", ())
 
 
 def _process_crop(predictor: Any, image: np.ndarray, crop_box: list[int], grid: np.ndarray, p: EverythingParams,
@@ -389,7 +396,7 @@ def _process_batch(predictor: Any, emb: Any, geo: Any, points: np.ndarray, p: Ev
     import torch
 
     sel = list(range(3)) if p.granularity == "all" else [GRANULARITY_INDEX[p.granularity]]
-    if predictor.family == "sam_hq":
+    if _sorted_multimask(predictor):
         sel = [0]  # transformers sorts SAM-HQ's candidates by score; sam-hq's generator keeps the best one
     low, iou = _decode(predictor, emb, points)  # (B, 3, h, w), (B, 3)
     low, iou = low[:, sel].flatten(0, 1), iou[:, sel].flatten(0, 1)
@@ -523,7 +530,7 @@ def write_everything(masks: Masks, image: np.ndarray, out_dir: str | Path, stem:
     the COCO categories are the classes plus ``unlabeled`` (id ``C + 1``) for masks CLIP gave no
     class, and each mask's record has ``label``, ``class_id`` and ``class_prob``.
     """
-    from anyseg import __version__
+    from anyseg.version import __version__
     from anyseg.io.atomic import staged_dir, write_json
     from anyseg.io.export import save_coco, save_indexed_png, save_mask_pngs, save_region_overlay_png, to_coco
 

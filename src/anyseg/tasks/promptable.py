@@ -48,7 +48,7 @@ def segment(predictor: Predictor, image: np.ndarray, prompt: Prompt, multimask: 
 
 def result_record(result: SegmentResult, image_path: str | None = None, files: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """The JSON record of a run (see the module docstring)."""
-    from anyseg import __version__
+    from anyseg.version import __version__
     from anyseg.masks.rle import encode_many
 
     m = result.masks

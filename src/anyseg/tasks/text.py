@@ -36,15 +36,16 @@ import numpy as np
 
 from anyseg import cancel
 from anyseg.errors import InputError, ModelError
+from anyseg.models.families import SEMANTIC, TEXT
+from anyseg.models.registry import models_with
 from anyseg.text.vocab import UNLABELED, ClassName, parse_classes
 from anyseg.types import Masks, Prompt
 
-#: text-model names tried by ``auto``, best first (the first present locally is used)
-AUTO_TEXT_ORDER = ("sam3", "grounding-dino-base", "grounding-dino-tiny", "owlv2-large", "owlv2-base",
-                   "clip-vit-l14", "clip-vit-b16", "clip-vit-b32")
+#: text-model names tried by ``auto``, best first (the first present locally is used): derived from
+#: the family records (:func:`anyseg.models.registry.models_with`), as registered at import
+AUTO_TEXT_ORDER = tuple(s.name for s in models_with(TEXT))
 #: for class maps ``auto`` prefers dense CLIP (every pixel gets a class), then the instance backends
-AUTO_SEMANTIC_ORDER = ("clip-vit-b16", "clip-vit-l14", "clip-vit-b32", "sam3", "grounding-dino-base",
-                       "grounding-dino-tiny", "owlv2-large", "owlv2-base")
+AUTO_SEMANTIC_ORDER = tuple(s.name for s in models_with(SEMANTIC))
 #: queries that stand for "no class" when CLIP labels masks
 BACKGROUND_QUERIES = ("background",)
 #: Grounded-SAM's class-agnostic box NMS threshold
@@ -168,8 +169,7 @@ class ClipMaskBackend:
 
         p = self.everything_params
         if p is None:
-            family = self.generator.family if self.generator.family != "classical" else "sam"
-            p = EverythingParams.for_family(family)
+            p = EverythingParams.for_family(self.generator.family)
         masks = generate(self.generator, image, p)
         cancel.check()  # between the masks and their labels
         return label_masks(self.clip, image, masks, classes, threshold=params.threshold, background=self.background)
@@ -261,8 +261,7 @@ class DenseClipSemantic:
             from anyseg.tasks.everything import EverythingParams, generate
             from anyseg.text.clip import vote_in_masks
 
-            family = self.refine.family if self.refine.family != "classical" else "sam"
-            masks = generate(self.refine, image, EverythingParams.for_family(family))
+            masks = generate(self.refine, image, EverythingParams.for_family(self.refine.family))
             logits = vote_in_masks(logits, masks)
         return logits
 
@@ -407,53 +406,54 @@ def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
 
 
 # -- loading ---------------------------------------------------------------------------------------
-def _present(name: str) -> bool:
-    from anyseg.models import model_status
+def resolve_text_model(name: str, capability: str = TEXT) -> str:
+    """``auto`` -> the best text model present locally for ``capability`` (:func:`anyseg.models.resolve`);
+    a name or folder that cannot read text, or no text model present, is a one-line :class:`ModelError`."""
+    from anyseg.models.resolver import resolve
 
-    return model_status(name).present
+    return resolve(name, capability).name
 
 
-def resolve_text_model(name: str, order: Sequence[str] = AUTO_TEXT_ORDER) -> str:
-    """``auto`` -> the first text model of ``order`` present locally; a one-line error when none is."""
-    if name != "auto":
-        return name
-    for candidate in order:
-        if _present(candidate):
-            return candidate
-    raise ModelError("no text model is present locally: text prompts need SAM 3, Grounding DINO, OWLv2 or CLIP "
-                     "weights (e.g. `anyseg models pull grounding-dino-tiny`, or put a transformers folder in "
-                     "$ANYSEG_MODELS/NAME); the classical engine cannot read text")
+def _masks_model(predictor: Any, sam: str, sam_weights: str | None, device: str | None, allow_download: bool,
+                 notice: bool) -> Any:
+    """The promptable model that turns boxes (or everything's points) into masks: ``predictor``, else ``sam`` loaded."""
+    if predictor is not None:
+        return predictor
+    from anyseg.models import load_model
+    from anyseg.models.families import find_family
+
+    loaded = load_model(sam, weights=sam_weights, device=device, allow_download=allow_download, quiet=False)
+    family = find_family(getattr(loaded, "family", ""))
+    if notice and family is not None and family.baseline:
+        print(f"anyseg: notice: masks from the detector's boxes by the {family.title} engine (GrabCut); "
+              "SAM-family weights give better masks", file=sys.stderr)
+    return loaded
 
 
 def load_instance_backend(model: str = "auto", sam: str = "auto", weights: str | None = None,
                           sam_weights: str | None = None, device: str | None = None,
-                          allow_download: bool = True) -> InstanceBackend:
-    """An instance backend by model name: SAM 3, a detector (+ ``sam``), or CLIP (+ ``sam``'s everything)."""
-    from anyseg.models import load_model
-    from anyseg.models.registry import CLIP_FAMILIES, DETECTOR_FAMILIES, get_spec
+                          allow_download: bool = True, predictor: Any = None) -> InstanceBackend:
+    """An instance backend by model name or folder: SAM 3, a detector (+ ``sam``), or CLIP (+ ``sam``'s everything).
+
+    Which one is read from the family record: its ``text`` loader builds the adapter, and its
+    capabilities (``concepts``, ``detect``, ``labels``) say how masks are made. ``predictor`` (an
+    already loaded promptable model, e.g. the service's) is used instead of loading ``sam``.
+    """
+    from anyseg.models.families import CONCEPTS, DETECT, LABELS
+    from anyseg.models.resolver import resolve_folder
 
     name = resolve_text_model(model)
-    spec = get_spec(name)
-    if spec.family == "sam3_tracker":
-        from anyseg.text.sam3 import load_sam3_text
-
-        return Sam3Backend(load_sam3_text(name, weights=weights, device=device, allow_download=allow_download))
-    if spec.family in DETECTOR_FAMILIES:
-        from anyseg.text.detectors import load_detector
-
-        detector = load_detector(name, weights=weights, device=device, allow_download=allow_download)
-        predictor = load_model(sam, weights=sam_weights, device=device, allow_download=allow_download, quiet=False)
-        if predictor.family == "classical":
-            print("anyseg: notice: masks from the detector's boxes by the classical engine (GrabCut); "
-                  "SAM-family weights give better masks", file=sys.stderr)
-        return GroundedBackend(detector, predictor)
-    if spec.family in CLIP_FAMILIES:
-        from anyseg.text.clip import load_clip
-
-        clip = load_clip(name, weights=weights, device=device, allow_download=allow_download)
-        generator = load_model(sam, weights=sam_weights, device=device, allow_download=allow_download)
-        return ClipMaskBackend(clip, generator)
-    raise ModelError(f"{name} cannot read text; text models: {', '.join(AUTO_TEXT_ORDER)}")
+    spec, folder = resolve_folder(name, TEXT, weights=weights, allow_download=allow_download)
+    family = spec.family_record
+    adapter = family.build("text", spec, folder, device)
+    if family.has(CONCEPTS):
+        return Sam3Backend(adapter)
+    if family.has(DETECT):
+        return GroundedBackend(adapter, _masks_model(predictor, sam, sam_weights, device, allow_download, True))
+    if family.has(LABELS):
+        return ClipMaskBackend(adapter, _masks_model(predictor, sam, sam_weights, device, allow_download, False))
+    raise ModelError(f"{spec.name}: the {family.title} family reads text but declares none of the capabilities "
+                     f"{CONCEPTS}, {DETECT}, {LABELS} that say how its masks are made")
 
 
 def load_semantic_backend(model: str = "auto", method: str = "sclip", refine: str | None = None,
@@ -464,42 +464,19 @@ def load_semantic_backend(model: str = "auto", method: str = "sclip", refine: st
     ``refine`` = a SAM-family name to vote inside its masks, or ``masks`` for CLIP-labelled
     everything masks), else instances painted by SAM 3 / a grounded detector."""
     from anyseg.models import load_model
-    from anyseg.models.registry import CLIP_FAMILIES, get_spec
+    from anyseg.models.families import LABELS
+    from anyseg.models.resolver import resolve, resolve_folder
 
-    name = resolve_text_model(model, AUTO_SEMANTIC_ORDER)
-    spec = get_spec(name)
-    if spec.family in CLIP_FAMILIES and method != "masks":
-        from anyseg.text.clip import load_clip
-
+    spec = resolve(model, SEMANTIC)  # auto: dense CLIP first, then the instance backends
+    name = spec.name
+    if spec.family_record.has(LABELS) and method != "masks":
         if method not in DENSE_METHODS:
             raise InputError(f"unknown method {method!r}; expected sclip, maskclip or masks")
-        clip = load_clip(name, weights=weights, device=device, allow_download=allow_download)
+        spec, folder = resolve_folder(name, LABELS, weights=weights, allow_download=allow_download)
+        clip = spec.family_record.build("text", spec, folder, device)
         refiner = load_model(refine, device=device, allow_download=allow_download) if refine else None
         return DenseClipSemantic(clip, method=method, refine=refiner, unlabeled_below=unlabeled_below)
     backend = load_instance_backend(name, sam=sam, weights=weights, sam_weights=sam_weights, device=device,
                                     allow_download=allow_download)
     return InstanceSemantic(backend, params or TextParams())
 
-
-# -- evaluation engines ----------------------------------------------------------------------------
-def _semantic_engine_factory(model: str, class_names: Sequence[str]) -> Any:
-    """``anyseg eval semantic --model NAME``: a class map over the data set's class names."""
-    classes = parse_classes(list(class_names), "data set classes")
-    model_name, _, method = model.partition(":")
-    backend = load_semantic_backend(model_name or "auto", method=method or "sclip")
-
-    def engine(image: np.ndarray) -> np.ndarray:
-        return semantic_map(image, classes, backend)
-
-    return engine
-
-
-def register_engines() -> None:
-    """Make every text-capable model an ``anyseg eval semantic`` engine (``NAME`` or ``NAME:METHOD``)."""
-    from anyseg.eval.runners import register_semantic_engine
-
-    for name in ("auto", *AUTO_SEMANTIC_ORDER):
-        register_semantic_engine(name, _semantic_engine_factory)
-        if name.startswith("clip") or name == "auto":
-            for method in (*DENSE_METHODS, "masks"):
-                register_semantic_engine(f"{name}:{method}", _semantic_engine_factory)

@@ -25,7 +25,7 @@ from anyseg.types import Masks
 
 
 def _run_header(model: str, image: np.ndarray, image_path: str | None, seconds: float | None) -> dict[str, Any]:
-    from anyseg import __version__
+    from anyseg.version import __version__
 
     return {"anyseg_version": __version__, "image": image_path, "image_size": list(image.shape[:2]), "model": model,
             "seconds": None if seconds is None else round(seconds, 3)}

@@ -231,13 +231,6 @@ def vote_in_masks(logits: np.ndarray, masks: Masks | np.ndarray) -> np.ndarray:
 
 
 # -- the model ---------------------------------------------------------------------------------
-def _read_preprocessor(folder: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` from ``preprocessor_config.json`` when present, else CLIP's."""
-    from anyseg.models.hf import normalization, read_preprocessor
-
-    return normalization(read_preprocessor(folder), CLIP_MEAN, CLIP_STD)
-
-
 def _check_classes(classes: Sequence[ClassName]) -> list[ClassName]:
     classes = list(classes)
     if not classes:
@@ -584,21 +577,27 @@ def _dense_attention(attn: Any, hidden: "torch.Tensor", method: str) -> "torch.T
 
 def load_clip(name: str = "clip-vit-b16", weights: str | None = None, device: str | None = None,
               allow_download: bool = True) -> ClipModel:
-    """Load a registered CLIP model (``clip-vit-b32``, ``clip-vit-b16``, ``clip-vit-l14``).
+    """Load a registered CLIP model (``clip-vit-b32``, ``clip-vit-b16``, ``clip-vit-l14``) or a local CLIP folder.
 
     Weights are resolved like every anyseg model (``weights`` folder, ``$ANYSEG_MODELS/<name>``,
     the Hugging Face cache, then a download unless offline); a name that is not a CLIP model,
     missing weights or a folder without tokenizer files are one-line :class:`ModelError`.
     The normalisation comes from the folder's ``preprocessor_config.json`` (CLIP's when absent).
     """
-    from anyseg.models.hf import load_pretrained, load_tokenizer, resolve_folder
-    from anyseg.models.registry import CLIP_FAMILIES
-    from anyseg.models.sam import check_device
+    from anyseg.models.families import LABELS
+    from anyseg.models.resolver import resolve_folder
 
-    spec, folder = resolve_folder(name, weights, allow_download=allow_download, families=CLIP_FAMILIES,
-                                  what="CLIP model")
+    spec, folder = resolve_folder(name, LABELS, weights=weights, allow_download=allow_download)
+    return build_clip(spec, folder, device)
+
+
+def build_clip(spec: ModelSpec, folder: Path, device: str | None = None) -> ClipModel:
+    """The CLIP model of a resolved spec and weights folder (the CLIP family's ``text`` loader)."""
+    from anyseg.models.hf import load_pretrained, load_tokenizer, preprocessor_normalization
+    from anyseg.models.device import check_device
+
     device = check_device(device)
-    model = load_pretrained(spec, folder, "CLIPModel", device)
+    model = load_pretrained(spec, folder, spec.family_record.classes["text"], device)
     tokenizer = load_tokenizer(spec, folder)
-    mean, std = _read_preprocessor(folder)
+    mean, std = preprocessor_normalization(folder, spec.family_record.normalize)
     return ClipModel(spec, model, tokenizer, device=device, mean=mean, std=std, folder=folder)

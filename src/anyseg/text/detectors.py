@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from anyseg.errors import InputError, ModelError
+from anyseg.errors import InputError
 from anyseg.models.base import check_image
-from anyseg.models.registry import DETECTOR_FAMILIES, ModelSpec
+from anyseg.models.registry import ModelSpec
 from anyseg.text.base import Detections, TextDetector
 from anyseg.text.vocab import ClassName, flatten, parse_classes, warn_truncated
 
@@ -51,9 +51,6 @@ from anyseg.text.vocab import ClassName, flatten, parse_classes, warn_truncated
 #: looser 0.3 box threshold). OWLv2: 0.1, the threshold of the OWLv2 examples and the default of
 #: transformers' ``post_process_object_detection``; OWLv2 has no text threshold.
 DEFAULT_THRESHOLDS: dict[str, tuple[float, float | None]] = {"grounding_dino": (0.35, 0.25), "owlv2": (0.1, None)}
-
-#: transformers model class per family
-MODEL_CLASSES = {"grounding_dino": "GroundingDinoForObjectDetection", "owlv2": "Owlv2ForObjectDetection"}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -150,19 +147,6 @@ def _normalize(x: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
     return (x - m) / s
 
 
-def _read_preprocessor(folder: Path | None) -> dict[str, Any]:
-    """The weights folder's ``preprocessor_config.json`` (``{}`` when absent or unreadable)."""
-    from anyseg.models.hf import read_preprocessor
-
-    return read_preprocessor(folder)
-
-
-def _norm(cfg: dict[str, Any], mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[tuple[float, ...], ...]:
-    from anyseg.models.hf import normalization
-
-    return normalization(cfg, mean, std)
-
-
 def _model_dtype(model: Any) -> Any:
     return next(model.parameters()).dtype
 
@@ -214,6 +198,17 @@ class _Detector:
         self.device = device
         self.mean, self.std = tuple(mean), tuple(std)
 
+    @classmethod
+    def from_folder(cls, spec: ModelSpec, folder: Path, device: str | None = None) -> Any:
+        """The detector of a resolved spec and weights folder: the family record's ``text`` loader
+        (its transformers class is the record's ``classes["text"]``)."""
+        from anyseg.models.hf import load_pretrained, load_tokenizer
+        from anyseg.models.device import check_device
+
+        device = check_device(device)
+        model = load_pretrained(spec, folder, spec.family_record.classes["text"], device)
+        return cls.from_pretrained(spec, model, load_tokenizer(spec, folder), folder, device)  # type: ignore[attr-defined]
+
 
 class GroundingDinoDetector(_Detector):
     """Grounding DINO through transformers: one caption of all names, token scores mapped back to names."""
@@ -230,8 +225,10 @@ class GroundingDinoDetector(_Detector):
     def from_pretrained(cls, spec: ModelSpec, model: Any, tokenizer: Any, folder: Path | None,
                         device: str) -> GroundingDinoDetector:
         """A detector whose resize and normalisation come from ``folder``'s ``preprocessor_config.json``."""
-        cfg = _read_preprocessor(folder)
-        mean, std = _norm(cfg, IMAGENET_MEAN, IMAGENET_STD)
+        from anyseg.models.hf import normalization, read_preprocessor
+
+        cfg = read_preprocessor(folder)
+        mean, std = normalization(cfg, *spec.family_record.normalize)  # ImageNet's by default
         size = cfg.get("size") if isinstance(cfg.get("size"), dict) else {}
         shortest = size.get("shortest_edge") or DINO_SHORTEST_EDGE
         longest = size.get("longest_edge") or cfg.get("max_size") or DINO_LONGEST_EDGE
@@ -366,7 +363,9 @@ class Owlv2Detector(_Detector):
         The input side is always the model's ``vision_config.image_size`` (its box bias and
         position embeddings are built for that grid).
         """
-        mean, std = _norm(_read_preprocessor(folder), CLIP_MEAN, CLIP_STD)
+        from anyseg.models.hf import preprocessor_normalization
+
+        mean, std = preprocessor_normalization(folder, spec.family_record.normalize)  # CLIP's by default
         return cls(spec, model, tokenizer, device, mean, std)
 
     @property
@@ -434,29 +433,21 @@ class Owlv2Detector(_Detector):
 
 
 # -- loading -------------------------------------------------------------------------------------
-DETECTOR_CLASSES: dict[str, type] = {"grounding_dino": GroundingDinoDetector, "owlv2": Owlv2Detector}
-
-
 def load_detector(name: str, weights: str | None = None, device: str | None = None,
                   allow_download: bool = True) -> TextDetector:
-    """A text -> boxes detector by registry name (``grounding-dino-tiny``, ``owlv2-base``, ...).
+    """A text -> boxes detector by registry name (``grounding-dino-tiny``, ``owlv2-base``, ...) or local folder.
 
     Weights resolve like every model (``weights`` path, ``$ANYSEG_MODELS/<name>``, the Hugging
     Face cache, then a download when allowed); the folder must hold the tokenizer files too.
     An unknown name, a name that is not a detector, or missing / broken weights are one-line
-    :class:`~anyseg.errors.ModelError` (``ModelNotAvailable`` when offline).
+    :class:`~anyseg.errors.ModelError` (``ModelNotAvailable`` when offline). The detector class
+    is the family record's ``text`` loader (:meth:`GroundingDinoDetector.from_folder`, ...).
     """
-    from anyseg.models.hf import load_pretrained, load_tokenizer, resolve_folder
-    from anyseg.models.sam import check_device
+    from anyseg.models.families import DETECT
+    from anyseg.models.resolver import resolve_folder
 
-    spec, folder = resolve_folder(name, weights, allow_download=allow_download, families=DETECTOR_FAMILIES,
-                                  what="text detector")
-    if spec.family not in DETECTOR_CLASSES:  # pragma: no cover - registry and this table disagree
-        raise ModelError(f"{name}: no detector adapter for family {spec.family!r}")
-    device = check_device(device)
-    model = load_pretrained(spec, folder, MODEL_CLASSES[spec.family], device)
-    tokenizer = load_tokenizer(spec, folder)
-    return DETECTOR_CLASSES[spec.family].from_pretrained(spec, model, tokenizer, folder, device)
+    spec, folder = resolve_folder(name, DETECT, weights=weights, allow_download=allow_download)
+    return spec.family_record.build("text", spec, folder, device)
 
 
 __all__ = ["DEFAULT_THRESHOLDS", "GroundingDinoDetector", "Owlv2Detector", "build_caption", "cxcywh_to_pixels",

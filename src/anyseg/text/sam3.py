@@ -53,7 +53,7 @@ from anyseg.models.registry import ModelSpec
 from anyseg.text.vocab import ClassName, flatten, parse_classes, warn_truncated
 from anyseg.types import Embedding, Masks
 
-__all__ = ["load_sam3_text", "Sam3TextSegmenter", "DEFAULT_THRESHOLD", "SYNONYM_NMS_IOU"]
+__all__ = ["load_sam3_text", "build_sam3_text", "Sam3TextSegmenter", "DEFAULT_THRESHOLD", "SYNONYM_NMS_IOU"]
 
 #: default detection-score threshold: transformers' ``Sam3Processor.post_process_instance_segmentation``
 DEFAULT_THRESHOLD = 0.3
@@ -71,19 +71,6 @@ def _read_config(folder: Path) -> dict:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"weights folder {folder}: cannot read config.json ({e})") from None
-
-
-def _read_preprocessor(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...], float]:
-    """``(mean, std, rescale_factor)`` from ``preprocessor_config.json`` (SAM 3's defaults when absent)."""
-    from anyseg.models.hf import normalization, read_preprocessor
-
-    cfg = read_preprocessor(folder)
-    mean, std = normalization(cfg, HALF, HALF)
-    try:
-        rescale = float(cfg.get("rescale_factor", 1.0 / 255.0))
-    except (TypeError, ValueError):
-        rescale = 1.0 / 255.0
-    return mean, std, rescale
 
 
 def _check_detector(spec: ModelSpec, folder: Path) -> None:
@@ -105,8 +92,8 @@ def load_sam3_text(name: str = "sam3", weights: str | None = None, device: str |
     """Load SAM 3's text (concept) interface.
 
     Args:
-        name: a registry name of the SAM 3 family (``sam3``); another model is a one-line
-            :class:`ModelError`.
+        name: a registry name of the SAM 3 family (``sam3``) or the path of a local SAM 3
+            folder; another model is a one-line :class:`ModelError`.
         weights: a transformers folder (or a ``.safetensors`` file in one) holding the full
             SAM 3 checkpoint; by default ``$ANYSEG_MODELS/<name>``, the Hugging Face cache,
             then a download when ``allow_download`` and online.
@@ -118,16 +105,32 @@ def load_sam3_text(name: str = "sam3", weights: str | None = None, device: str |
             weights (offline: :class:`~anyseg.errors.ModelNotAvailable`, one line saying how
             to provide them).
     """
-    from anyseg.models.hf import load_pretrained, load_tokenizer, resolve_folder
-    from anyseg.models.sam import check_device
+    from anyseg.models.families import CONCEPTS
+    from anyseg.models.resolver import resolve_folder
 
-    spec, folder = resolve_folder(name, weights, allow_download=allow_download, families=("sam3_tracker",),
-                                  what="SAM 3 model")
+    spec, folder = resolve_folder(name, CONCEPTS, weights=weights, allow_download=allow_download)
+    return build_sam3_text(spec, folder, device)
+
+
+def build_sam3_text(spec: ModelSpec, folder: Path, device: str | None = None) -> "Sam3TextSegmenter":
+    """SAM 3's text interface from a resolved spec and weights folder (the SAM 3 family's ``text`` loader).
+
+    The normalisation (the family's 0.5 / 0.5 by default) and ``rescale_factor`` (1/255) come
+    from the folder's ``preprocessor_config.json`` when it has them.
+    """
+    from anyseg.models.hf import load_pretrained, load_tokenizer, normalization, read_preprocessor
+    from anyseg.models.device import check_device
+
     _check_detector(spec, folder)
     device = check_device(device)
-    model = load_pretrained(spec, folder, "Sam3Model", device)
+    model = load_pretrained(spec, folder, spec.family_record.classes["text"], device)
     tokenizer = load_tokenizer(spec, folder)
-    mean, std, rescale = _read_preprocessor(folder)
+    cfg = read_preprocessor(folder)
+    mean, std = normalization(cfg, *spec.family_record.normalize)
+    try:
+        rescale = float(cfg.get("rescale_factor", 1.0 / 255.0))
+    except (TypeError, ValueError):
+        rescale = 1.0 / 255.0
     return Sam3TextSegmenter(spec, model, tokenizer, folder=folder, device=device, mean=mean, std=std,
                              rescale_factor=rescale)
 

@@ -6,5 +6,6 @@
 * :mod:`anyseg.video.sam2`: SAM 2 / 2.1, EdgeTAM, SAM 3 tracker through transformers' video models.
 * :mod:`anyseg.video.classical`: optical-flow mask propagation (no weights).
 * :mod:`anyseg.video.session`: ``VideoSession`` (prompts on any frame, streamed propagation,
-  corrections) and ``track`` / outputs for the CLI.
+  corrections) and ``load_tracker``. ``anyseg track`` (run folder, resume, re-detection) is the
+  task :mod:`anyseg.tasks.track`.
 """

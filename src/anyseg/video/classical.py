@@ -78,7 +78,7 @@ from anyseg.models.classical import MAX_ITERATIONS, MAX_WORK_PIXELS, dither_dege
 from anyseg.video.base import ObjectPrompt, checked_prompt
 from anyseg.video.frames import FrameSource
 
-__all__ = ["FLOW_PRESETS", "ClassicalState", "ClassicalTracker", "davis_engine", "register"]
+__all__ = ["FLOW_PRESETS", "ClassicalState", "ClassicalTracker"]
 
 #: ``flow=`` names -> OpenCV DIS optical flow presets
 FLOW_PRESETS = {
@@ -671,24 +671,3 @@ def _resolve(masks: dict[int, np.ndarray], soft: dict[int, np.ndarray]) -> dict[
     best = np.argmax(np.stack(conf), 0)
     return {i: masks[i] & (best == k) for k, i in enumerate(ids)}
 
-
-# -- the eval engine -------------------------------------------------------------------------------
-def davis_engine(model_name: str = "classical", **options: Any):
-    """A :data:`anyseg.eval.runners.VideoEngine`: the first frame's masks as prompts, then forward propagation.
-
-    ``options`` go to :class:`ClassicalTracker` (the defaults are what ``anyseg eval video
-    --model classical`` runs).
-    """
-    from anyseg.video.session import tracker_engine
-
-    return tracker_engine(ClassicalTracker(**options))
-
-
-def register() -> None:
-    """Register ``classical`` in :data:`anyseg.eval.runners.VIDEO_ENGINES` (``anyseg eval video --model classical``)."""
-    from anyseg.eval.runners import register_video_engine
-
-    register_video_engine("classical", davis_engine)
-
-
-register()

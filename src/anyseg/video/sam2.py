@@ -79,34 +79,32 @@ from anyseg.models.registry import ModelSpec
 from anyseg.video.base import ObjectPrompt, checked_prompt
 from anyseg.video.frames import FrameSource
 
-__all__ = ["load_video_tracker", "Sam2VideoTracker", "Sam2VideoState", "VIDEO_FAMILIES", "VIDEO_MODEL_CLASSES"]
+__all__ = ["load_video_tracker", "Sam2VideoTracker", "Sam2VideoState", "tracker_families"]
 
-#: registry families with a video model
-VIDEO_FAMILIES = ("sam2", "edgetam", "sam3_tracker")
-#: transformers video model class per family
-VIDEO_MODEL_CLASSES = {
-    "sam2": "Sam2VideoModel",
-    "edgetam": "EdgeTamVideoModel",
-    "sam3_tracker": "Sam3TrackerVideoModel",
-}
-#: transformers inference session class per family
-SESSION_CLASSES = {
-    "sam2": "Sam2VideoInferenceSession",
-    "edgetam": "EdgeTamVideoInferenceSession",
-    "sam3_tracker": "Sam3TrackerVideoInferenceSession",
-}
-#: config.json model_type of image-only checkpoints (no memory modules) per family
-IMAGE_ONLY_TYPES = {"sam2": ("sam2",), "edgetam": ("edgetam",), "sam3_tracker": ("sam3_tracker", "sam3")}
-#: model_type of the video checkpoints per family (for messages)
-VIDEO_TYPES = {"sam2": "sam2_video", "edgetam": "edgetam_video", "sam3_tracker": "sam3_video or sam3_tracker_video"}
+# The transformers video and session classes, the video checkpoints' model types and the key
+# renaming of SAM 3's hub checkpoint are read from each family's record (anyseg.models.families:
+# classes["video"], classes["video_session"], serves["video"], key_mappings).
+
+
+def tracker_families() -> tuple[str, ...]:
+    """The families this adapter tracks with: those whose record names a transformers video model."""
+    from anyseg.models.families import VIDEO, families_with
+
+    return tuple(f.name for f in families_with(VIDEO) if "video" in f.classes)
+
+
+def _video_types(family: Any) -> tuple[str, ...]:
+    """The model types of ``family``'s video checkpoints (those with the memory modules)."""
+    return tuple(family.serves.get("video", family.model_types))
 
 
 def load_video_tracker(name: str, weights: str | None = None, device: str | None = None, allow_download: bool = True,
                        max_memory_frames: int | None = None) -> Sam2VideoTracker:
-    """A video tracker for a registered SAM 2 / 2.1, EdgeTAM or SAM 3 model.
+    """A video tracker for a SAM 2 / 2.1, EdgeTAM or SAM 3 model, by registry name or local folder.
 
     Args:
-        name: registry name (``sam2.1-hiera-tiny`` ... ``sam2.1-hiera-large``, ``edgetam``, ``sam3``).
+        name: registry name (``sam2.1-hiera-tiny`` ... ``sam2.1-hiera-large``, ``edgetam``, ``sam3``)
+            or the path of a local video checkpoint folder (its family from ``config.json``).
         weights: a transformers folder (``config.json`` + ``*.safetensors``) of the *video*
             checkpoint; ``None``: ``$ANYSEG_MODELS/<name>``, the Hugging Face cache, then a
             download when allowed.
@@ -119,27 +117,18 @@ def load_video_tracker(name: str, weights: str | None = None, device: str | None
         ModelError: not a video-capable model, an image-only checkpoint, missing weights, or
             EdgeTAM without timm.
     """
-    from anyseg.models.hf import SAM3_TRACKER_KEYS, load_pretrained, resolve_folder
-    from anyseg.models.registry import get_spec
-    from anyseg.models.sam import _model_type, _read_preprocessor, _require_timm, check_device
+    from anyseg.models.families import VIDEO
+    from anyseg.models.registry import models_with
+    from anyseg.models.resolver import resolve, resolve_folder
 
     _check_memory_frames(max_memory_frames)
-    if get_spec(name).family == "edgetam":
-        _require_timm(get_spec(name))  # before looking for (or downloading) weights it could not run
-    spec, folder = resolve_folder(name, weights, allow_download=allow_download, families=VIDEO_FAMILIES,
-                                  what="video tracker (SAM 2 / 2.1, EdgeTAM or SAM 3)")
-    model_type = _model_type(folder)
-    if model_type in IMAGE_ONLY_TYPES[spec.family]:
-        raise ModelError(
-            f"{folder} holds {spec.name}'s image model (model_type {model_type!r}) without the memory modules video "
-            f"tracking needs; use the video checkpoint ({spec.hub_id}, model_type {VIDEO_TYPES[spec.family]})"
-        )
-    mapping = SAM3_TRACKER_KEYS if spec.family == "sam3_tracker" and model_type == "sam3_video" else None
-    device = check_device(device)
-    model = load_pretrained(spec, folder, VIDEO_MODEL_CLASSES[spec.family], device, key_mapping=mapping)
-    mean, std = _read_preprocessor(folder, spec.family)
-    return Sam2VideoTracker(spec, model, folder=folder, device=device, mean=mean, std=std,
-                            max_memory_frames=max_memory_frames)
+    spec = resolve(name, VIDEO) if name != "auto" else None
+    mine = tracker_families()
+    if spec is not None and spec.family not in mine:
+        fitting = ", ".join(s.name for s in models_with(VIDEO) if s.family in mine)
+        raise ModelError(f"{spec.name} is not a video tracker (SAM 2 / 2.1, EdgeTAM or SAM 3); use one of: {fitting}")
+    spec, folder = resolve_folder(name, VIDEO, weights=weights, allow_download=allow_download)
+    return Sam2VideoTracker.from_folder(spec, folder, device, max_memory_frames=max_memory_frames)
 
 
 def _check_memory_frames(value: Any) -> None:
@@ -286,7 +275,8 @@ class Sam2VideoTracker:
 
         from anyseg.models.sam import bind_model
 
-        if spec.family not in VIDEO_FAMILIES:
+        family = spec.family_record
+        if "video" not in family.classes:
             raise ModelError(f"{spec.name} has no video model (family {spec.family!r})")
         _check_memory_frames(max_memory_frames)
         bind_model(self, spec, model, folder, device, mean, std)
@@ -295,7 +285,35 @@ class Sam2VideoTracker:
         #: what the memory bank reads: num_maskmem - 1 previous memories, max_object_pointers - 1 previous pointers
         self.memory_frames_needed = max(int(cfg.num_maskmem), int(getattr(cfg, "max_object_pointers_in_encoder", 16)))
         self.max_memory_frames = int(max_memory_frames) if max_memory_frames is not None else self.memory_frames_needed
-        self._session_cls = getattr(transformers, SESSION_CLASSES[spec.family])
+        self._session_cls = getattr(transformers, family.classes["video_session"])
+
+    @classmethod
+    def from_folder(cls, spec: ModelSpec, folder: Path, device: str | None = None,
+                    max_memory_frames: int | None = None) -> "Sam2VideoTracker":
+        """The tracker of ``spec``'s video checkpoint in a resolved weights folder (the family record's
+        ``tracker`` loader); an image-only checkpoint is a one-line :class:`ModelError`."""
+        from anyseg.models.hf import load_pretrained, preprocessor_normalization
+        from anyseg.models.device import check_device
+        from anyseg.models.weights import read_model_type
+
+        family = spec.family_record
+        if "video" not in family.classes:
+            raise ModelError(f"{spec.name} has no video model (family {spec.family!r})")
+        _check_memory_frames(max_memory_frames)
+        family.check_requires(spec.name)
+        model_type = read_model_type(folder)
+        video_types = _video_types(family)
+        if model_type is not None and model_type not in video_types:
+            raise ModelError(
+                f"{folder} holds {spec.name}'s image model (model_type {model_type!r}) without the memory modules video "
+                f"tracking needs; use the video checkpoint ({spec.hub_id or 'the hub checkpoint'}, model_type "
+                f"{' or '.join(video_types)})"
+            )
+        device = check_device(device)
+        model = load_pretrained(spec, folder, family.classes["video"], device,
+                                key_mapping=family.key_mappings.get(model_type))
+        mean, std = preprocessor_normalization(folder, family.normalize)
+        return cls(spec, model, folder=folder, device=device, mean=mean, std=std, max_memory_frames=max_memory_frames)
 
     @property
     def model_id(self) -> str:

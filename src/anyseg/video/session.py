@@ -153,70 +153,23 @@ class VideoSession:
 
 def load_tracker(name: str = "auto", weights: str | None = None, device: str | None = None,
                  allow_download: bool = True) -> Tracker:
-    """A video engine by model name: ``classical`` (optical flow, no weights) or a SAM 2-family name.
+    """A video engine by model name or local folder: ``classical`` (optical flow, no weights), a
+    SAM 2-family name, or the path of a video checkpoint folder (its family from ``config.json``).
 
-    ``auto``: the best SAM-family model present locally that can track (SAM 2 / 2.1, EdgeTAM,
-    SAM 3), else ``classical`` with a notice on stderr.
+    ``auto``: the best model present locally that can track (SAM 2 / 2.1, EdgeTAM, SAM 3), else
+    ``classical`` with a notice on stderr (:func:`anyseg.models.resolve`, capability ``video``).
+    The tracker is built by the family record's ``tracker`` loader.
     """
-    import sys
+    from anyseg.models.families import VIDEO
+    from anyseg.models.resolver import resolve_folder
 
-    from anyseg.models import model_status
-    from anyseg.models.registry import get_spec, sam_family_by_quality
-
-    video_families = ("sam2", "edgetam", "sam3_tracker")
-    if name == "auto":
-        if weights is not None:
-            raise InputError("--weights needs an explicit --model NAME")
-        for spec in sam_family_by_quality():
-            if spec.family in video_families and model_status(spec.name).present:
-                name = spec.name
-                break
-        else:
-            print("anyseg: notice: no SAM 2-family weights found locally; tracking with the classical optical-flow "
-                  "engine (see `anyseg models list`)", file=sys.stderr)
-            name = "classical"
-    spec = get_spec(name)
-    if spec.family == "classical":
-        from anyseg.video.classical import ClassicalTracker
-
-        return ClassicalTracker()
-    if spec.family not in video_families:
-        from anyseg.errors import ModelError
-
-        raise ModelError(f"{name} cannot track video; video models: classical, "
-                         + ", ".join(s.name for s in sam_family_by_quality() if s.family in video_families))
-    from anyseg.video.sam2 import load_video_tracker
-
-    return load_video_tracker(name, weights=weights, device=device, allow_download=allow_download)
+    spec, folder = resolve_folder(name, VIDEO, weights=weights, allow_download=allow_download)
+    return spec.family_record.build("tracker", spec, folder, device)
 
 
-def tracker_engine(tracker: Tracker) -> Any:
-    """A :data:`anyseg.eval.runners.VideoEngine` from a tracker: semi-supervised VOS as DAVIS
-    defines it (the first frame's ground-truth masks are the prompts; forward to the end)."""
-    from anyseg.video.base import ObjectPrompt
-    from anyseg.video.frames import PathFrames
+def classical_tracker(spec: Any = None, folder: Any = None, device: str | None = None, **options: Any) -> Tracker:
+    """The classical family's ``tracker`` loader: :class:`~anyseg.video.classical.ClassicalTracker` (no weights, CPU)."""
+    from anyseg.video.classical import ClassicalTracker
 
-    def engine(sample: Any, first: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
-        frames = PathFrames(sample.name, sample.frames)
-        state = tracker.start(frames)
-        try:
-            for obj_id, mask in sorted(first.items()):
-                tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=int(obj_id), mask=mask))
-            yield from tracker.propagate(state, 0, len(frames) - 1)
-        finally:
-            tracker.close(state)
-            frames.close()
+    return ClassicalTracker(**options)
 
-    return engine
-
-
-def register_video_engines() -> None:
-    """Every model that can track is an ``anyseg eval video --model NAME`` engine."""
-    from anyseg.eval.runners import register_video_engine
-    from anyseg.models.registry import sam_family_by_quality
-    from anyseg.video.classical import register as register_classical
-
-    register_classical()
-    for spec in sam_family_by_quality():
-        if spec.family in ("sam2", "edgetam", "sam3_tracker"):
-            register_video_engine(spec.name, lambda name: tracker_engine(load_tracker(name)))
