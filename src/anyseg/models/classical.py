@@ -4,33 +4,43 @@ The offline default and a measured baseline (``docs/RESULTS.md``). :meth:`~Class
 downscales the image to the *working resolution* (longest side <= ``max_side``) and precomputes
 BGR and CIE Lab copies, GrabCut's neighbour-contrast weights ``1 - exp(-beta |dI|^2)`` of a
 smoothed copy, and a geodesic cost image (``contrast^2 + 1/L`` per pixel) for the clicks.
-:meth:`~ClassicalPredictor.predict` turns the prompt into a GrabCut label map, runs three
-candidates, scores them and returns the best (all three, sorted, with ``multimask=True``).
+:meth:`~ClassicalPredictor.predict` turns the prompt into GrabCut runs, scores their candidates
+and returns the best (up to three distinct ones, sorted, with ``multimask=True``).
 
-Prompts:
+Prompts and candidates (``Masks.data["variant"]``):
 
-* box: outside = definite background, inside = probable foreground (what ``GC_INIT_WITH_RECT``
-  does).
-* clicks: a disc of definite foreground/background around each positive/negative click; the
-  geodesic neighbourhood of positive clicks starts as probable foreground (the clicked region
-  up to its edges), the rest as probable background. After GrabCut, the parts of the mask that
-  are geodesically closer, travelling inside the mask, to a negative click than to any positive
-  one are removed: this is what lets a negative click cut a same-coloured region away.
+* clicks alone (a first click): a scale search. GrabCut starts from the geodesic
+  neighbourhood of the positive clicks covering 2 %, 10 % and 20 % of the image (probable
+  foreground; the rest probable background, and at 2 % and 20 % a strip along the image border
+  definite background): ``"scale-0.02"``, ``"scale-0.1"``, ``"scale-0.2"``; the neighbourhoods
+  themselves (``"region-*"``) are the fallbacks that keep three candidates distinct.
+* a box: outside = definite background, inside = probable foreground; three GrabCut variants:
+  ``"grabcut"``, standard GrabCut on RGB; ``"pruned"``, whose first two iterations drop the
+  foreground colour components that overlap a background one (Bhattacharyya coefficient > 0.5:
+  background colours enclosed by the box, GrabCut's typical box failure); ``"pruned-lab"``, the
+  same in CIE Lab.
 * ``mask_logits`` (> 0 = foreground, any size: the ``logits`` this engine returned) or ``mask``
-  (``(H, W)`` bool) initialise the probable foreground/background (``GC_INIT_WITH_MASK``); a
-  box's outside stays definite background and clicks stay definite.
+  (``(H, W)`` bool): the prior starts as probable foreground/background; the three variants
+  and ``"edit"``, one cut with the colour models of that start.
+* every click is a disc of definite foreground/background; a click that corrects the mask
+  prompt (positive outside it, negative inside) is taken to be in the middle of the error, and
+  its disc grows to :data:`_ERROR_DISC` of its distance to the mask's boundary. Positive clicks
+  next to a box or a mask also make their geodesic neighbourhood probable foreground.
 * text alone raises :class:`PromptError`; text next to another prompt is ignored.
 
-Candidates (``Masks.data["variant"]``): ``"grabcut"``, standard GrabCut on RGB; ``"pruned"``,
-GrabCut on RGB whose first two iterations drop the foreground colour-model components that
-overlap a background component (Bhattacharyya coefficient > 0.5), which counters GrabCut's
-typical box failure (background colours enclosed by the box, learnt by the foreground model at
-initialisation and never given back); ``"pruned-lab"``, the same in CIE Lab.
+Hard constraints, on every candidate: the parts geodesically closer, travelling inside the
+mask, to a negative click than to any positive one are removed (what lets a negative click cut a
+same-coloured region away); without a box only the connected components that hold a positive
+click (or lie mostly in the mask prompt) stay; the clicked pixels themselves are set at full
+size. A pixel clicked both positive and negative raises :class:`PromptError`. Candidates
+smaller than four click discs (5 % of a box) or overlapping a better one at IoU > 0.9 are
+dropped, so ``multimask`` may give fewer than three.
 
-Score (in [0, 1]) = separation x contrast x tightness: *separation* is the mean posterior, under
-the final GMMs, of the label each undecided pixel got; *contrast* is the mean GrabCut edge weight
-across the mask boundary (1 = it follows strong edges); *tightness* is (fraction of the prompt
-box's rows the mask crosses) x (fraction of its columns), 1 without a box.
+Scores (:mod:`anyseg.models.classical_score`, evidence in ``Masks.data["evidence"]``): a box,
+separation x boundary contrast x tightness; clicks and mask prompts, a logistic model of the IoU
+over the evidence (boundary contrast, colour separation from the surrounding ring, area, image
+border, agreement between runs, IoU with the mask prompt), gated so that a boundary on no edge
+scores low. :meth:`~ClassicalPredictor.candidates` lists every candidate with its evidence.
 
 Masks come back at the original size: the upsampled boundary is refined by one frozen-model
 GrabCut cut in a thin band at full size (at most 2 MP). ``logits`` are signed distances to the
@@ -62,7 +72,7 @@ every cut, so a cancelled job stops within one cut.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -71,10 +81,13 @@ import numpy as np
 from anyseg import cancel
 from anyseg.errors import InputError, PromptError
 from anyseg.models.base import Predictor, check_embedding, check_image
+from anyseg.models.classical_score import (
+    CLICK_WEIGHTS, EDIT_WEIGHTS, EVIDENCE, evidence, iou, logistic_score, loglik, prune, separation,
+)
 from anyseg.types import Embedding, Masks, Prompt
 
-__all__ = ["ClassicalPredictor", "degenerate_pixels", "dither_degenerate", "DEGENERATE_PIXELS",
-           "DEGENERATE_WORK_PIXELS", "MAX_ITERATIONS", "MAX_WORK_PIXELS"]
+__all__ = ["ClassicalPredictor", "degenerate_pixels", "dither_degenerate", "loglik", "DEGENERATE_PIXELS",
+           "DEGENERATE_WORK_PIXELS", "EVIDENCE", "MAX_ITERATIONS", "MAX_WORK_PIXELS"]
 
 #: default longest side of the working resolution (pixels)
 DEFAULT_MAX_SIDE = 360
@@ -89,26 +102,28 @@ DEGENERATE_PIXELS = 4096
 #: most working pixels of an image with such colours (the default working size, 360 x 360)
 DEGENERATE_WORK_PIXELS = 360 * 360
 _DITHER_SEED = 12345
+_loglik = loglik  # the name the video engine imports (anyseg.video.classical): use loglik
 _MIN_SAMPLES = 16  # GrabCut's k-means needs a few samples per colour model
 _PRUNE_OVERLAP = 0.5  # Bhattacharyya coefficient above which a foreground component is dropped
 _PRUNE_ITERS = 2
 _POS_REACH = 0.5  # geodesic reach of the probable-foreground region around positive clicks
-_POS_REACH_ALONE = 5.0  # the same for clicks without a box or a mask: the first guess
 _LOGIT_CLIP = 20.0
 _CONVERGED = 1e-3  # stop iterating when fewer than this fraction of the pixels changed
 _CLICK_RADIUS = 1 / 120  # click-disc radius, as a fraction of the longest side
+_ERROR_DISC = 0.8  # a correcting click's disc: this fraction of its distance to the mask boundary
 _REFINE_MAX_PIXELS = 2_000_000  # the boundary refinement runs at full size up to this many pixels
 _REFINE_BAND = 3  # it may move the boundary by this many working-resolution pixels
+#: clicks alone: (area of the geodesic neighbourhood that starts GrabCut, as a fraction of the
+#: image; whether a strip along the image border starts as definite background)
+_CLICK_SCALES = ((0.02, True), (0.1, False), (0.2, True))
+_BORDER_STRIP = 0.02  # its width, as a fraction of the shorter side
+_DISTINCT_IOU = 0.9  # candidates overlapping more than this are one
+_MIN_DISCS = 4  # a click candidate smaller than this many click discs is a fragment
+_MIN_BOX_AREA = 0.05  # a box candidate smaller than this fraction of the box is a fragment
 
 
-@dataclass(frozen=True)
-class _Variant:
-    name: str
-    space: str  # "bgr" or "lab"
-    prune_iters: int
-
-
-_VARIANTS = (_Variant("grabcut", "bgr", 0), _Variant("pruned", "bgr", _PRUNE_ITERS), _Variant("pruned-lab", "lab", _PRUNE_ITERS))
+#: the box / mask candidates: (name, GrabCut input, pruned iterations)
+_VARIANTS = (("grabcut", "bgr", 0), ("pruned", "bgr", _PRUNE_ITERS), ("pruned-lab", "lab", _PRUNE_ITERS))
 
 
 class ClassicalPredictor(Predictor):
@@ -172,7 +187,22 @@ class ClassicalPredictor(Predictor):
 
     # -- prediction ---------------------------------------------------------------------
     def predict(self, embedding: Embedding, prompt: Prompt, multimask: bool = False) -> Masks:
-        """Masks for one prompt at the original size: 1, or 3 candidates sorted by score."""
+        """Masks for one prompt at the original size: the best candidate, or (``multimask``) up to
+        3 distinct candidates sorted by score (see the module docstring)."""
+        task, cands = self._generate(embedding, prompt)
+        cands = _distinct(cands, task.min_area)
+        return _output(embedding.features, prompt, task.radii, cands if multimask else cands[:1], embedding)
+
+    def candidates(self, embedding: Embedding, prompt: Prompt) -> Masks:
+        """Every candidate :meth:`predict` chooses from, at the working resolution (no boundary
+        refinement), in the order generated, with their scores and ``data["evidence"]``
+        (columns :data:`EVIDENCE`): what ``bench/classical_clicks.py --fit`` fits the score on."""
+        task, cands = self._generate(embedding, prompt)
+        return Masks(masks=np.stack([c.mask for c in cands]), scores=np.array([c.score for c in cands], np.float32),
+                     logits=np.stack([_signed_distance(c.mask) for c in cands]),
+                     data={"variant": np.array([c.name for c in cands]), "evidence": np.stack([c.evidence for c in cands])})
+
+    def _generate(self, embedding: Embedding, prompt: Prompt) -> tuple[_Task, list[_Candidate]]:
         check_embedding(self, embedding)
         feats = embedding.features
         if not isinstance(feats, dict) or "bgr" not in feats:
@@ -182,48 +212,181 @@ class ClassicalPredictor(Predictor):
         if prompt.text is not None and all(v is None for v in (prompt.points, prompt.box, prompt.mask, prompt.mask_logits)):
             raise PromptError(f"the classical engine does not understand text prompts ({prompt.text!r}); give points, a box or a mask")
         prompt.check_within(embedding.original_size)
-        big_h, big_w = embedding.original_size
-        h, w = embedding.input_size
-        labels, box, pts = _labels(feats, prompt, (big_h, big_w), (h, w))
-        pos, neg = (pts[prompt.labels == 1], pts[prompt.labels == 0]) if len(pts) else (pts, pts)
+        _check_clicks(prompt, embedding.original_size)
+        task = _task(feats, prompt, embedding.original_size, embedding.input_size)
+        if task.prior is None and task.box is None and not len(task.pos):
+            return task, [_Candidate("none", "bgr", np.zeros(embedding.input_size, bool))]  # nothing asked for
+        if task.prior is None and task.box is None:
+            return task, _click_candidates(feats, task, self.iterations)
+        return task, _prompt_candidates(feats, task, self.iterations)
 
-        cands = []
-        for variant in _VARIANTS:
-            cancel.check()
-            work = feats[variant.space]
-            mask, bgd, fgd = _grabcut(work, labels, self.iterations, variant.prune_iters)
-            fg = (mask & 1).astype(bool)
-            if not fg.any():  # GrabCut removed everything: fall back to the prompt's own region
-                fg = (labels & 1).astype(bool)
-            if len(neg):
-                fg = _split(feats["geo_cost"], fg, pos, neg)
-            score = _separation(work, labels, fg, bgd, fgd) * _contrast(feats, fg) * _tightness(fg, box)
-            cands.append((float(score), variant, fg, bgd, fgd))
-        cands.sort(key=lambda c: -c[0])  # stable: ties keep the variant order
-        cands = cands if multimask else cands[:1]
-        logits = np.stack([_signed_distance(c[2]) for c in cands])
-        masks = []
-        for (_, variant, fg, bgd, fgd), logit in zip(cands, logits):
-            if (h, w) == (big_h, big_w):
-                masks.append(fg)
-                continue
-            if "refine_rgb" in feats:
-                logit = _refine(feats["refine_rgb"], variant.space, logit, bgd, fgd, prompt, (big_h, big_w), (h, w))
-            up = cv2.resize(logit, (big_w, big_h), interpolation=cv2.INTER_LINEAR) > 0
-            masks.append(_within_box(up, prompt.box))
-        return Masks(
-            masks=np.stack(masks),
-            scores=np.array([c[0] for c in cands], np.float32),
-            logits=logits,
-            data={"variant": np.array([c[1].name for c in cands])},
-        )
+# -- candidates ---------------------------------------------------------------------------
+@dataclass
+class _Task:
+    """One prompt at the working resolution."""
+
+    labels: np.ndarray  # the GrabCut label map of the box / mask paths
+    hard: np.ndarray  # the prompt's hard constraints: GC_BGD, GC_FGD or 255 = free
+    box: tuple[int, int, int, int] | None
+    pos: np.ndarray  # (K, 2) XY positive clicks
+    neg: np.ndarray  # (K, 2) XY negative clicks
+    prior: np.ndarray | None  # (h, w) bool: the mask or mask_logits prompt
+    min_area: float  # the smallest candidate that is not a fragment (pixels)
+    radii: np.ndarray | None  # the click discs' radii (:func:`_click_radii`)
+
+
+@dataclass
+class _Candidate:
+    name: str
+    space: str  # the GrabCut input it came from: "bgr" or "lab"
+    mask: np.ndarray  # (h, w) bool
+    bgd: np.ndarray | None = None  # its final GMMs (None: not a GrabCut result)
+    fgd: np.ndarray | None = None
+    score: float = 0.0
+    evidence: np.ndarray = field(default_factory=lambda: np.zeros(len(EVIDENCE), np.float32))
+
+
+def _check_clicks(prompt: Prompt, big: tuple[int, int]) -> None:
+    """A pixel cannot be both a positive and a negative click."""
+    if prompt.points is None or len(set(prompt.labels.tolist())) < 2:
+        return
+    xy = _pixels(prompt.points, big)
+    pos = {tuple(p) for p in xy[prompt.labels == 1]}
+    for (x, y), lab in zip(xy, prompt.labels):
+        if lab == 0 and (x, y) in pos:
+            raise PromptError(f"pixel ({x}, {y}) has both a positive and a negative click; expected one label per pixel")
+
+
+def _pixels(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(K, 2)`` int XY: the pixel each point falls in, at ``size`` ``(H, W)``."""
+    h, w = size
+    return np.stack([np.clip(np.floor(points[:, 0]), 0, w - 1), np.clip(np.floor(points[:, 1]), 0, h - 1)], 1).astype(int)
+
+
+def _task(feats: dict[str, Any], prompt: Prompt, big: tuple[int, int], small: tuple[int, int]) -> _Task:
+    labels, hard, box, pts, prior, radii = _labels(feats, prompt, big, small)
+    kinds = prompt.labels if len(pts) else np.zeros(0, int)
+    if box is not None:  # a box candidate smaller than this is a fragment
+        min_area = _MIN_BOX_AREA * (box[2] - box[0]) * (box[3] - box[1])
+    else:
+        min_area = _MIN_DISCS * np.pi * _click_radius(small) ** 2
+    return _Task(labels, hard, box, pts[kinds == 1], pts[kinds == 0], prior, float(min_area), radii)
+
+
+def _click_candidates(feats: dict[str, Any], task: _Task, iterations: int) -> list[_Candidate]:
+    """Clicks alone: GrabCut from geodesic neighbourhoods of the positive clicks at several
+    scales, and those neighbourhoods themselves (the fallbacks that keep the candidates distinct)."""
+    h, w = task.hard.shape
+    dist = _geodesic(feats["geo_cost"], task.pos)
+    fixed = task.hard != 255
+    runs, regions, seps = [], [], {}
+    for area, border in _CLICK_SCALES:
+        ball = dist <= np.quantile(dist, area)
+        labels = np.where(ball, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+        if border:
+            b = max(2, round(_BORDER_STRIP * min(h, w)))
+            labels[:b], labels[-b:], labels[:, :b], labels[:, -b:] = cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD
+        labels[fixed] = task.hard[fixed]
+        mask, bgd, fgd = _grabcut(feats["bgr"], labels, iterations, 0)
+        run = _Candidate(f"scale-{area:g}", "bgr", _constrain(feats, (mask & 1).astype(bool), task), bgd, fgd)
+        region = _Candidate(f"region-{area:g}", "bgr", _constrain(feats, ball | (labels == cv2.GC_FGD), task))
+        for c in (run, region):  # both separated by this scale's colour models
+            seps[c.name] = separation(feats["bgr"], labels, c.mask, bgd, fgd)
+        runs.append(run)
+        regions.append(region)
+    for c in runs + regions:
+        agreement = float(np.mean([iou(c.mask, r.mask) > _DISTINCT_IOU for r in runs]))
+        c.evidence = evidence(feats, c.mask, agreement, seps[c.name], task.prior, task.box)
+        c.score = logistic_score(CLICK_WEIGHTS, c.evidence, feats)
+    return runs + regions
+
+
+def _prompt_candidates(feats: dict[str, Any], task: _Task, iterations: int) -> list[_Candidate]:
+    """A box and/or a mask prompt (with or without clicks): the three GrabCut variants, and with
+    a mask prompt the edit cut (one cut with the colour models of the prompt's labels)."""
+    runs = [(name, space, *_grabcut(feats[space], task.labels, iterations, k)) for name, space, k in _VARIANTS]
+    if task.prior is not None:
+        runs.append(("edit", "bgr", *_grabcut(feats["bgr"], task.labels, 1, 0)))
+    cands, seps = [], []
+    for name, space, mask, bgd, fgd in runs:
+        fg = (mask & 1).astype(bool)
+        if not fg.any():  # GrabCut removed everything: fall back to the prompt's own region
+            fg = (task.labels & 1).astype(bool)
+        fg = _constrain(feats, fg, task)
+        cands.append(_Candidate(name, space, fg, bgd, fgd))
+        seps.append(separation(feats[space], task.labels, fg, bgd, fgd))
+    for c, sep in zip(cands, seps):
+        agreement = float(np.mean([iou(c.mask, d.mask) > _DISTINCT_IOU for d in cands]))
+        c.evidence = evidence(feats, c.mask, agreement, sep, task.prior, task.box)
+        if task.prior is None:  # a box: separation x contrast x tightness
+            c.score = float(c.evidence[0] * c.evidence[1] * c.evidence[7])
+        else:
+            c.score = logistic_score(EDIT_WEIGHTS, c.evidence, feats)
+    return cands
+
+
+def _constrain(feats: dict[str, Any], fg: np.ndarray, task: _Task) -> np.ndarray:
+    """The prompt's hard constraints on a candidate: the parts geodesically closer to a negative
+    click go (:func:`_split`); without a box, only the connected components that hold a positive
+    click (or lie mostly inside the mask prompt) stay."""
+    if len(task.neg):
+        fg = _split(feats["geo_cost"], fg, task.pos, task.neg)
+    if len(task.pos) and task.box is None and fg.any():
+        n, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+        keep = np.zeros(n, bool)
+        keep[comp[task.pos[:, 1], task.pos[:, 0]]] = True
+        if task.prior is not None:
+            inside = np.bincount(comp[task.prior], minlength=n)
+            keep |= inside >= 0.5 * np.bincount(comp.reshape(-1), minlength=n)
+        keep[0] = False
+        fg = keep[comp]
+    return fg
+
+
+def _distinct(cands: list[_Candidate], min_area: float) -> list[_Candidate]:
+    """Up to 3 candidates by score, none a fragment (below ``min_area``) or a near-copy (IoU >
+    :data:`_DISTINCT_IOU`) of a better one; the best candidate when every one is a fragment."""
+    order = sorted(cands, key=lambda c: -c.score)  # stable: ties keep the order of generation
+    kept: list[_Candidate] = []
+    for c in order:
+        if c.mask.sum() >= min_area and all(iou(c.mask, k.mask) <= _DISTINCT_IOU for k in kept):
+            kept.append(c)
+        if len(kept) == 3:
+            break
+    return kept or order[:1]
+
+
+def _output(feats: dict[str, Any], prompt: Prompt, radii: np.ndarray | None, cands: list[_Candidate], embedding: Embedding) -> Masks:
+    """The candidates at the original size (refined boundary, clicks enforced), with their logits."""
+    big, small = embedding.original_size, embedding.input_size
+    logits = np.stack([_signed_distance(c.mask) for c in cands])
+    masks = []
+    for c, logit in zip(cands, logits):
+        if small == big:
+            mask = c.mask.copy()
+        else:
+            if "refine_rgb" in feats and c.bgd is not None:
+                logit = _refine(feats["refine_rgb"], c.space, logit, c.bgd, c.fgd, prompt, radii, big, small)
+            mask = _within_box(cv2.resize(logit, big[::-1], interpolation=cv2.INTER_LINEAR) > 0, prompt.box)
+        if prompt.points is not None:  # the clicked pixels themselves, whatever the resampling did
+            xy = _pixels(prompt.points, big)
+            mask[xy[prompt.labels == 1, 1], xy[prompt.labels == 1, 0]] = True
+            mask[xy[prompt.labels == 0, 1], xy[prompt.labels == 0, 0]] = False
+        masks.append(mask)
+    return Masks(masks=np.stack(masks), scores=np.array([c.score for c in cands], np.float32), logits=logits,
+                 data={"variant": np.array([c.name for c in cands]), "evidence": np.stack([c.evidence for c in cands])})
+
+
+def _click_radius(small: tuple[int, int]) -> int:
+    return max(2, round(max(small) * _CLICK_RADIUS))
 
 
 # -- prompts to GrabCut labels ------------------------------------------------------------
-def _hard(prompt: Prompt, big: tuple[int, int], small: tuple[int, int]
+def _hard(prompt: Prompt, big: tuple[int, int], small: tuple[int, int], radii: np.ndarray | None = None
           ) -> tuple[np.ndarray, tuple[int, int, int, int] | None, np.ndarray]:
     """Hard constraints of a prompt at size ``small``: a label map (GC_BGD, GC_FGD or 255 = free),
-    the box there and the click pixels ``(K, 2)`` XY."""
+    the box there and the click pixels ``(K, 2)`` XY. ``radii``: each click disc's radius as a
+    fraction of the longest side (default :data:`_CLICK_RADIUS`)."""
     (big_h, big_w), (h, w) = big, small
     sx, sy = w / big_w, h / big_h
     hard = np.full((h, w), 255, np.uint8)
@@ -236,40 +399,58 @@ def _hard(prompt: Prompt, big: tuple[int, int], small: tuple[int, int]
         hard[:] = cv2.GC_BGD
         hard[by0:by1, bx0:bx1] = 255
     pts = np.zeros((0, 2), int)
-    radius = max(2, round(max(h, w) * _CLICK_RADIUS))
     if prompt.points is not None:
-        pts = np.stack([np.clip(np.floor(prompt.points[:, 0] * sx), 0, w - 1),
-                        np.clip(np.floor(prompt.points[:, 1] * sy), 0, h - 1)], axis=1).astype(int)
-        for (x, y), lab in zip(pts, prompt.labels):
-            cv2.circle(hard, (int(x), int(y)), radius, int(cv2.GC_FGD if lab == 1 else cv2.GC_BGD), -1)
+        pts = _pixels(prompt.points * (sx, sy), small)
+        fracs = np.full(len(pts), _CLICK_RADIUS) if radii is None else radii
+        for i in np.argsort(-fracs, kind="stable"):  # the larger discs first: a small one stays whole
+            radius = max(_click_radius(small), round(fracs[i] * max(h, w)))
+            cv2.circle(hard, (int(pts[i, 0]), int(pts[i, 1])), radius, int(cv2.GC_FGD if prompt.labels[i] == 1 else cv2.GC_BGD), -1)
         for x, y in pts[prompt.labels == 1]:  # a positive click always wins over a nearby negative disc
             hard[y, x] = cv2.GC_FGD
     return hard, box, pts
 
 
+def _click_radii(pts: np.ndarray, kinds: np.ndarray, prior: np.ndarray | None) -> np.ndarray | None:
+    """Disc radii (fractions of the longest side) of clicks that correct a mask prompt: a
+    positive click outside the mask, or a negative one inside it, is taken to be in the middle
+    of the error it corrects, so its disc grows to :data:`_ERROR_DISC` of its distance to the
+    mask's boundary, and to at most half the way to the nearest click of the other label."""
+    if prior is None or not prior.any() or prior.all():
+        return None
+    inside = cv2.distanceTransform(prior.astype(np.uint8), cv2.DIST_L2, 3)
+    outside = cv2.distanceTransform((~prior).astype(np.uint8), cv2.DIST_L2, 3)
+    d = np.where(kinds == 1, outside[pts[:, 1], pts[:, 0]], inside[pts[:, 1], pts[:, 0]])
+    gap = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)).astype(float)
+    gap[kinds[:, None] == kinds[None]] = np.inf
+    return np.maximum(_CLICK_RADIUS, np.minimum(_ERROR_DISC * d, 0.5 * gap.min(1) - 1) / max(prior.shape))
+
+
 def _labels(feats: dict[str, Any], prompt: Prompt, big: tuple[int, int], small: tuple[int, int]
-            ) -> tuple[np.ndarray, tuple[int, int, int, int] | None, np.ndarray]:
-    """The GrabCut label map at working resolution, the box there (if any) and the clicks."""
+            ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int] | None, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(labels, hard, box, clicks, prior, radii)`` at working resolution: the GrabCut label map
+    of the box / mask paths, the hard constraints, the box there (if any), the clicks, the mask
+    prior and the click discs' radii (:func:`_click_radii`; None: the default)."""
     h, w = small
-    hard, box, pts = _hard(prompt, big, small)
-    labels = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
     prior = None
     if prompt.mask_logits is not None:
         prior = cv2.resize(prompt.mask_logits.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0
     elif prompt.mask is not None:
         prior = cv2.resize(prompt.mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0.5
+    radii = None
+    if prompt.points is not None:
+        radii = _click_radii(_pixels(prompt.points * (w / big[1], h / big[0]), small), prompt.labels, prior)
+    hard, box, pts = _hard(prompt, big, small, radii)
+    labels = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
     if prior is not None:
         labels[prior] = cv2.GC_PR_FGD
     elif box is not None:
         labels[box[1]:box[3], box[0]:box[2]] = cv2.GC_PR_FGD
-    if len(pts):
-        pos = pts[prompt.labels == 1]
-        if len(pos):  # the clicked regions start as probable foreground
-            reach = _POS_REACH if prior is not None or box is not None else _POS_REACH_ALONE
-            labels[_geodesic(feats["geo_cost"], pos) < reach] = cv2.GC_PR_FGD
+    pos = pts[prompt.labels == 1] if len(pts) else pts
+    if len(pos) and (prior is not None or box is not None):  # the clicked regions start as probable foreground
+        labels[_geodesic(feats["geo_cost"], pos) < _POS_REACH] = cv2.GC_PR_FGD
     free = hard == 255
     labels[~free] = hard[~free]
-    return labels, box, pts
+    return labels, hard, box, pts, prior, radii
 
 
 def _working_copy(image: np.ndarray, max_side: int | None, max_pixels: int) -> np.ndarray:
@@ -304,7 +485,7 @@ def _split(cost: np.ndarray, fg: np.ndarray, pos: np.ndarray, neg: np.ndarray) -
     """
     inside = fg.copy()
     for x, y in np.concatenate([pos, neg]):  # the click discs are holes in the mask: bridge them
-        cv2.circle(inside.view(np.uint8), (int(x), int(y)), max(2, round(max(fg.shape) * _CLICK_RADIUS)) + 1, 1, -1)
+        cv2.circle(inside.view(np.uint8), (int(x), int(y)), _click_radius(fg.shape) + 1, 1, -1)
     c = np.where(inside, cost, np.inf).astype(np.float32)
     d_neg = _geodesic(c, neg)
     if not len(pos):  # away from the mask's own boundary, whose edges cost a lot
@@ -376,7 +557,7 @@ def _grabcut(work: np.ndarray, labels: np.ndarray, iterations: int, prune_iters:
         try:
             if it < prune_iters:
                 cv2.grabCut(work, mask.copy(), None, bgd, fgd, 0, cv2.GC_INIT_WITH_MASK)
-                _prune(bgd, fgd)
+                prune(bgd, fgd, _PRUNE_OVERLAP)
                 cv2.grabCut(work, mask, None, bgd, fgd, 1, cv2.GC_EVAL_FREEZE_MODEL)
             else:
                 cv2.grabCut(work, mask, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if it == 0 else cv2.GC_EVAL)
@@ -386,7 +567,7 @@ def _grabcut(work: np.ndarray, labels: np.ndarray, iterations: int, prune_iters:
 
 
 def _refine(image: np.ndarray, space: str, logit: np.ndarray, bgd: np.ndarray, fgd: np.ndarray,
-            prompt: Prompt, big: tuple[int, int], small: tuple[int, int]) -> np.ndarray:
+            prompt: Prompt, radii: np.ndarray | None, big: tuple[int, int], small: tuple[int, int]) -> np.ndarray:
     """Boundary refinement: one frozen-model GrabCut cut in a thin band around the upsampled
     boundary, at the refinement size (full size up to 2 MP); returns the logits at that size."""
     rh, rw = image.shape[:2]
@@ -400,7 +581,7 @@ def _refine(image: np.ndarray, space: str, logit: np.ndarray, bgd: np.ndarray, f
     outer = cv2.dilate(fg.astype(np.uint8), kernel).astype(bool)
     labels = np.where(fg, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     labels[inner], labels[~outer] = cv2.GC_FGD, cv2.GC_BGD
-    hard = _hard(prompt, big, (rh, rw))[0]
+    hard = _hard(prompt, big, (rh, rw), radii)[0]
     labels[hard != 255] = hard[hard != 255]
     ys, xs = np.nonzero(outer)
     y0, y1, x0, x1 = max(0, ys.min() - 1), min(rh, ys.max() + 2), max(0, xs.min() - 1), min(rw, xs.max() + 2)
@@ -415,80 +596,6 @@ def _refine(image: np.ndarray, space: str, logit: np.ndarray, bgd: np.ndarray, f
     refined = fg.copy()
     refined[y0:y1, x0:x1] = (sub & 1).astype(bool)
     return _signed_distance(refined) if refined.any() else up
-
-
-def _unpack(model: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OpenCV's GrabCut GMM layout: 5 weights, 5x3 means, 5x3x3 covariances."""
-    m = model.reshape(-1)
-    return m[:5], m[5:20].reshape(5, 3), m[20:65].reshape(5, 3, 3)
-
-
-def _prune(bgd: np.ndarray, fgd: np.ndarray) -> None:
-    """Zero the weights of foreground components that overlap a background component."""
-    wb, mb, cb = _unpack(bgd)
-    wf, mf, cf = _unpack(fgd)
-    eye = np.eye(3) * 1e-3
-    overlap = np.zeros(5)
-    for k in np.flatnonzero(wf > 0):
-        for j in np.flatnonzero(wb > 0):
-            s1, s2 = cf[k] + eye, cb[j] + eye
-            s = (s1 + s2) / 2
-            d = mf[k] - mb[j]
-            dist = d @ np.linalg.solve(s, d) / 8 + 0.5 * np.log(np.linalg.det(s) / np.sqrt(max(np.linalg.det(s1) * np.linalg.det(s2), 1e-300)))
-            overlap[k] = max(overlap[k], float(np.exp(-dist)))
-    keep = (wf > 0) & (overlap <= _PRUNE_OVERLAP)
-    if not keep.any():
-        return
-    fgd[0, :5] = np.where(keep, wf, 0.0) / wf[keep].sum()
-
-
-def _loglik(model: np.ndarray, pix: np.ndarray) -> np.ndarray:
-    """Log density of ``(n, 3)`` colours under a GrabCut GMM."""
-    weights, means, covs = _unpack(model)
-    terms = []
-    for k in np.flatnonzero(weights > 0):
-        cov = covs[k] + np.eye(3) * 1e-2
-        d = pix - means[k]
-        q = np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d)
-        terms.append(np.log(weights[k]) - 0.5 * (q + np.log(np.linalg.det(cov)) + 3 * np.log(2 * np.pi)))
-    if not terms:
-        return np.full(len(pix), -np.inf)
-    t = np.stack(terms)
-    top = t.max(0)
-    return top + np.log(np.exp(t - top).sum(0))
-
-
-def _separation(work: np.ndarray, labels: np.ndarray, fg: np.ndarray, bgd: np.ndarray, fgd: np.ndarray) -> float:
-    """Mean posterior of the label each undecided pixel got, under the final GMMs."""
-    free = (labels == cv2.GC_PR_FGD) | (labels == cv2.GC_PR_BGD)
-    if not free.any() or not bgd[0, :5].any() or not fgd[0, :5].any():
-        return 0.0
-    pix = work[free].astype(np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        llr = np.nan_to_num(_loglik(fgd, pix) - _loglik(bgd, pix), nan=0.0, posinf=50.0, neginf=-50.0)
-        p_fg = 1.0 / (1.0 + np.exp(-np.clip(llr, -50, 50)))
-    return float(np.where(fg[free], p_fg, 1.0 - p_fg).mean())
-
-
-def _contrast(feats: dict[str, Any], fg: np.ndarray) -> float:
-    """Mean GrabCut edge weight across the mask boundary (0 when there is no boundary)."""
-    cut_h, cut_v = fg[:, 1:] != fg[:, :-1], fg[1:] != fg[:-1]
-    n = int(cut_h.sum() + cut_v.sum())
-    if n == 0:
-        return 0.0
-    return float((feats["contrast_h"][cut_h].sum() + feats["contrast_v"][cut_v].sum()) / n)
-
-
-def _tightness(fg: np.ndarray, box: tuple[int, int, int, int] | None) -> float:
-    """Box-tightness prior: (fraction of the box's rows) x (fraction of its columns) the mask crosses.
-
-    A box prompt is expected to be roughly tight, so every row and column of it should
-    cross the object; 1 without a box.
-    """
-    if box is None:
-        return 1.0
-    inner = fg[box[1]:box[3], box[0]:box[2]]
-    return float(inner.any(1).mean() * inner.any(0).mean())
 
 
 def _geodesic(cost: np.ndarray, seeds: np.ndarray) -> np.ndarray:
