@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", default="auto", metavar="NAME|PATH",
                      help="registry name or local model folder (default auto: best SAM-family model present, else classical)")
     seg.add_argument("--weights", metavar="PATH", help="transformers weights folder (config.json + *.safetensors) for --model")
-    seg.add_argument("--multimask", action="store_true", help="return 3 candidate masks sorted by score")
+    seg.add_argument("--multimask", action="store_true", help="return up to 3 distinct candidate masks sorted by score")
     seg.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     seg.add_argument("--json", action="store_true", help="also print the run's JSON record to stdout")
     seg.add_argument("--max-pixels", type=int, default=None, metavar="N",
