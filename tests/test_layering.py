@@ -50,7 +50,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
 
 #: Private names still imported across modules, each to be made public by its module's owner.
 ALLOWED_PRIVATE: dict[tuple[str, str, str], str] = {
-    ("anyseg.video.classical", "anyseg.models.classical", "_loglik"): "made public with the classical engine",
 }
 
 

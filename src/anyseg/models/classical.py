@@ -102,7 +102,6 @@ DEGENERATE_PIXELS = 4096
 #: most working pixels of an image with such colours (the default working size, 360 x 360)
 DEGENERATE_WORK_PIXELS = 360 * 360
 _DITHER_SEED = 12345
-_loglik = loglik  # the name the video engine imports (anyseg.video.classical): use loglik
 _MIN_SAMPLES = 16  # GrabCut's k-means needs a few samples per colour model
 _PRUNE_OVERLAP = 0.5  # Bhattacharyya coefficient above which a foreground component is dropped
 _PRUNE_ITERS = 2

@@ -636,7 +636,7 @@ def _colour_candidates(bgr: np.ndarray, warped: np.ndarray, labels: np.ndarray, 
     """Background-labelled pixels up to ``reach`` outside the warped mask whose colour is much
     likelier under the prompt frame's foreground model than its background one (log-likelihood
     ratio > ``min_llr``) and that connect to the warped mask through such pixels."""
-    from anyseg.models.classical import _loglik
+    from anyseg.models.classical_score import loglik
 
     zone = cv2.dilate(warped.astype(np.uint8), _disc(reach)).astype(bool)
     zone &= (labels == cv2.GC_BGD) | (labels == cv2.GC_PR_BGD)
@@ -644,7 +644,7 @@ def _colour_candidates(bgr: np.ndarray, warped: np.ndarray, labels: np.ndarray, 
         return zone
     pix = bgr[zone].astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        llr = np.nan_to_num(_loglik(fgd, pix) - _loglik(bgd, pix), nan=0.0)
+        llr = np.nan_to_num(loglik(fgd, pix) - loglik(bgd, pix), nan=0.0)
     cand = np.zeros_like(warped)
     cand[zone] = llr > min_llr
     if not cand.any():
