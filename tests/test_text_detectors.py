@@ -237,6 +237,35 @@ def test_owlv2_pads_to_square_bottom_right_with_grey(detectors, monkeypatch, sha
     assert torch.allclose(pad, grey.expand_as(pad), atol=1e-5)
 
 
+# -- Detections: columnar, validated, frozen (like Masks) ---------------------------------------------
+def test_detections_are_validated_and_frozen():
+    import dataclasses
+
+    det = Detections([[1, 2, 30, 40], [5, 5, 9, 9]], [0.9, 0.2], [0, 1], ["cat", "dog"])
+    assert det.boxes.dtype == np.float32 and det.scores.dtype == np.float32 and det.labels.dtype == np.int64
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        det.scores = np.zeros(2)
+    with pytest.raises(ValueError, match="read-only"):
+        det.boxes[0, 0] = 7
+    picked = det.select([1])
+    assert picked.phrases == ["dog"] and picked.boxes.tolist() == [[5, 5, 9, 9]] and len(det) == 2
+    assert Detections(np.zeros((0, 4)), [], []).phrases == [] and Detections([], [], []).boxes.shape == (0, 4)
+    assert Detections([1, 2, 3, 4], 0.5, 2).phrases == [""]  # one box, unbatched
+    for kwargs, message in (
+        (dict(scores=[0.9, 0.2, 0.1]), "Detections.scores must have shape (2,) to match 2 boxes; got 3"),
+        (dict(labels=[[0, 1]]), "Detections.labels must have shape (2,) to match 2 boxes; got 1x2"),
+        (dict(phrases=["cat"]), "Detections.phrases must have 2 entries to match 2 boxes; got 1"),
+        (dict(boxes=[[1, 2, 3], [4, 5, 6]]), "Detections.boxes must have shape (N, 4); got 2x3"),
+        (dict(boxes=[[1, 2, np.inf, 4], [0, 0, 1, 1]]), "Detections.boxes must be finite numbers"),
+        (dict(scores=[1.5, 0.2]), "Detections.scores must be confidences in [0, 1]; got 0.2 to 1.5"),
+    ):
+        columns = dict(boxes=det.boxes, scores=det.scores, labels=det.labels, phrases=det.phrases)
+        columns.update(kwargs)
+        with pytest.raises(InputError) as e:
+            Detections(**columns)
+        assert str(e.value) == message
+
+
 # -- geometry: known normalised boxes -> original pixels ---------------------------------------------
 def test_cxcywh_to_pixels_clips():
     out = cxcywh_to_pixels(np.array([[0.5, 0.5, 1.2, 0.5]]), 100, 50, 50, 100)

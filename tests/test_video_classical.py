@@ -18,12 +18,25 @@ from anyseg.eval.datasets import read_davis
 from anyseg.eval.engines import davis_engine, register_video_engines
 from anyseg.eval.runners import VIDEO_ENGINES, run_video
 from anyseg.eval.store import ResultStore
-from anyseg.video.base import ObjectPrompt
+from anyseg.types import Masks
+from anyseg.video.base import ObjectPrompt, masks_by_object
 from anyseg.video.classical import ClassicalState, ClassicalTracker
 from anyseg.video.frames import ArrayFrames
 from conftest import shared_dataset
 
 H, W, T = 120, 160, 24
+
+
+def objects(masks: Masks) -> dict[int, np.ndarray]:
+    """A tracker's result (Masks, one row per object sorted by id) as ``{obj_id: mask}``."""
+    assert isinstance(masks, Masks) and masks.object_ids is not None
+    assert masks.object_ids.tolist() == sorted(masks.object_ids.tolist()) and masks.image_size == (H, W)
+    return masks_by_object(masks)
+
+
+def stream(frames):
+    """``(t, Masks)`` from ``propagate`` -> ``(t, {obj_id: mask}})``, checked as :func:`objects`."""
+    return ((t, objects(m)) for t, m in frames)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,10 +95,10 @@ def tracker():
 def test_forward_tracks_a_moving_disc(disc_video, tracker):
     video, truth = disc_video
     state = tracker.start(ArrayFrames(video))
-    first = tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=1, mask=truth[1][0]))
+    first = objects(tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=1, mask=truth[1][0])))
     assert set(first) == {1} and (first[1] == truth[1][0]).all()  # a mask prompt is taken as is
     seen = []
-    for t, masks in tracker.propagate(state, 0, T - 1):
+    for t, masks in stream(tracker.propagate(state, 0, T - 1)):
         assert set(masks) == {1} and masks[1].shape == (H, W) and masks[1].dtype == bool
         assert iou(masks[1], truth[1][t]) >= 0.85, f"frame {t}: IoU {iou(masks[1], truth[1][t]):.3f}"
         seen.append(t)
@@ -97,12 +110,12 @@ def test_backward_from_the_last_frame(disc_video, tracker):
     state = tracker.start(ArrayFrames(video))
     tracker.add_prompt(state, ObjectPrompt(frame=T - 1, obj_id=1, mask=truth[1][T - 1]))
     seen = []
-    for t, masks in tracker.propagate(state, T - 1, 0, reverse=True):
+    for t, masks in stream(tracker.propagate(state, T - 1, 0, reverse=True)):
         assert iou(masks[1], truth[1][t]) >= 0.85, f"frame {t}: IoU {iou(masks[1], truth[1][t]):.3f}"
         seen.append(t)
     assert seen == list(range(T - 1, -1, -1))
     # forward from a prompt on the last frame: nothing to propagate from, the object is empty before it
-    out = dict(tracker.propagate(state, 0, T - 1))
+    out = dict(stream(tracker.propagate(state, 0, T - 1)))
     assert not out[0][1].any() and (out[T - 1][1] == truth[1][T - 1]).all()
 
 
@@ -113,9 +126,9 @@ def test_two_objects_keep_their_ids_and_never_overlap(tracker):
     video, truth = moving_video([disc, square], seed=3)
     state = tracker.start(ArrayFrames(video))
     tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=2, mask=truth[2][0]))
-    out = tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=5, mask=truth[5][0]))
+    out = objects(tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=5, mask=truth[5][0])))
     assert set(out) == {2, 5}
-    for t, masks in tracker.propagate(state, 0, T - 1):
+    for t, masks in stream(tracker.propagate(state, 0, T - 1)):
         assert set(masks) == {2, 5}
         assert not (masks[2] & masks[5]).any(), f"frame {t}: a pixel is in both objects"
         for k in (2, 5):
@@ -126,20 +139,20 @@ def test_click_and_box_prompts_segment_their_frame(disc_video, tracker):
     video, truth = disc_video
     state = tracker.start(ArrayFrames(video))
     x, y = 40 + 3 * 5, 45 + 2 * 5  # the disc's centre on frame 5
-    clicked = tracker.add_prompt(state, ObjectPrompt(frame=5, obj_id=1, points=np.array([[x, y]]), labels=np.array([1])))
+    clicked = objects(tracker.add_prompt(state, ObjectPrompt.of(5, 1, points=np.array([[x, y]]), labels=np.array([1]))))
     assert set(clicked) == {1} and iou(clicked[1], truth[1][5]) >= 0.8
-    masks = dict(tracker.propagate(state, 5, T - 1))
+    masks = dict(stream(tracker.propagate(state, 5, T - 1)))
     assert iou(masks[20][1], truth[1][20]) >= 0.8
     # a negative click alone corrects the mask the object has on that (propagated) frame
-    out = tracker.add_prompt(state, ObjectPrompt(frame=15, obj_id=1, points=np.array([[5.0, 5.0]]), labels=np.array([0])))
+    out = objects(tracker.add_prompt(state, ObjectPrompt.of(15, 1, points=[[5.0, 5.0]], labels=[0])))
     assert iou(out[1], truth[1][15]) >= 0.8
 
     state = tracker.start(ArrayFrames(video))
     ys, xs = np.nonzero(truth[1][12])
     box = np.array([xs.min() - 2, ys.min() - 2, xs.max() + 3, ys.max() + 3], float)
-    boxed = tracker.add_prompt(state, ObjectPrompt(frame=12, obj_id=3, box=box))
+    boxed = objects(tracker.add_prompt(state, ObjectPrompt(frame=12, obj_id=3, box=box)))
     assert set(boxed) == {3} and iou(boxed[3], truth[1][12]) >= 0.85
-    masks = dict(tracker.propagate(state, 12, 0, reverse=True))
+    masks = dict(stream(tracker.propagate(state, 12, 0, reverse=True)))
     assert iou(masks[2][3], truth[1][2]) >= 0.8
 
 
@@ -147,20 +160,20 @@ def test_a_correction_changes_its_frame_and_the_later_ones(disc_video, tracker):
     video, truth = disc_video
     state = tracker.start(ArrayFrames(video))
     tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=1, mask=truth[1][0]))
-    before = {t: m[1].copy() for t, m in tracker.propagate(state, 0, T - 1)}
+    before = {t: m[1].copy() for t, m in stream(tracker.propagate(state, 0, T - 1))}
     fix = np.zeros((H, W), bool)  # "the object is only the disc's left half" from frame 10 on
     fix[truth[1][10]] = True
     fix[:, 40 + 3 * 10:] = False
-    out = tracker.add_prompt(state, ObjectPrompt(frame=10, obj_id=1, mask=fix))
+    out = objects(tracker.add_prompt(state, ObjectPrompt(frame=10, obj_id=1, mask=fix)))
     assert (out[1] == fix).all()
-    after = {t: m[1] for t, m in tracker.propagate(state, 0, T - 1)}
+    after = {t: m[1] for t, m in stream(tracker.propagate(state, 0, T - 1))}
     for t in range(10):
         assert (after[t] == before[t]).all(), f"frame {t} before the correction changed"
     assert (after[10] == fix).all()
     for t in range(11, T):
         assert after[t].sum() < 0.8 * before[t].sum(), f"frame {t} did not follow the correction"
     # the same through a propagation that starts at the corrected frame
-    again = dict(tracker.propagate(state, 10, T - 1))
+    again = dict(stream(tracker.propagate(state, 10, T - 1)))
     assert all((again[t][1] == after[t]).all() for t in range(10, T))
 
 
@@ -170,7 +183,7 @@ def test_objects_prompted_on_different_frames_and_prompts_while_streaming(tracke
     state = tracker.start(ArrayFrames(video))
     tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=1, mask=truth[1][0]))
     masks = {}
-    for t, m in tracker.propagate(state, 0, T - 1):
+    for t, m in stream(tracker.propagate(state, 0, T - 1)):
         masks[t] = m
         if t == 5:  # added while streaming, on a frame the stream has not reached yet
             tracker.add_prompt(state, ObjectPrompt(frame=8, obj_id=4, mask=truth[4][8]))
@@ -180,7 +193,7 @@ def test_objects_prompted_on_different_frames_and_prompts_while_streaming(tracke
     assert not masks[7][4].any() and (masks[8][4] == truth[4][8]).all()
     assert all(iou(masks[t][4], truth[4][t]) >= 0.85 for t in range(8, T))
     assert all(iou(masks[t][1], truth[1][t]) >= 0.85 for t in range(T))
-    fresh = dict(tracker.propagate(state, 0, T - 1))
+    fresh = dict(stream(tracker.propagate(state, 0, T - 1)))
     assert all((fresh[t][k] == masks[t][k]).all() for t in range(6, T) for k in (1, 4))
 
 
@@ -189,7 +202,7 @@ def test_memory_does_not_grow_with_the_video(tracker):
     state = tracker.start(ArrayFrames(video))
     tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=1, mask=truth[1][0]))
     sizes = []
-    for t, _ in tracker.propagate(state, 0, 31):
+    for t, _ in stream(tracker.propagate(state, 0, 31)):
         sizes.append(state.nbytes())
         assert state.cursor.index == t and len(state.cursor.objects) == 1
     assert sizes[30] == sizes[3]  # one frame, one mask and two GMMs, whatever the length

@@ -15,7 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from anyseg.errors import InputError, ModelError, PromptError  # noqa: E402
-from anyseg.video.base import ObjectPrompt  # noqa: E402
+from anyseg.types import Masks  # noqa: E402
+from anyseg.video.base import ObjectPrompt, masks_by_object  # noqa: E402
 from anyseg.video.frames import ArrayFrames, SyntheticFrames  # noqa: E402
 from anyseg.video.sam2 import Sam2VideoTracker, _Spans, load_video_tracker  # noqa: E402
 from tiny_video import SAM2_FRAME, build_sam2_video, build_sam3_tracker_video, build_sam3_video  # noqa: E402
@@ -67,6 +68,18 @@ def two_objects(tracker: Sam2VideoTracker, n: int = 12, f: int = 0):
     tracker.add_prompt(st, ObjectPrompt(frame=f, obj_id=3, points=[[25, 45]]))
     tracker.add_prompt(st, ObjectPrompt(frame=f, obj_id=7, box=[100, 10, 130, 30]))
     return st
+
+
+def objects(masks: Masks) -> dict[int, np.ndarray]:
+    """A tracker's result (Masks, one row per object sorted by id) as ``{obj_id: mask}``."""
+    assert isinstance(masks, Masks) and masks.object_ids is not None
+    assert masks.object_ids.tolist() == sorted(masks.object_ids.tolist()) and masks.image_size == (H, W)
+    return masks_by_object(masks)
+
+
+def stream(frames):
+    """``(t, Masks)`` from ``propagate`` -> ``(t, {obj_id: mask}})``, checked as :func:`objects`."""
+    return ((t, objects(m)) for t, m in frames)
 
 
 def same(a: dict, b: dict) -> bool:
@@ -126,14 +139,14 @@ def test_bad_options(sam2_folder, tracker):
 # -- tracking ----------------------------------------------------------------------------------------
 def test_two_objects_forward(tracker):
     st = tracker.start(video(12))
-    first = tracker.add_prompt(st, ObjectPrompt(frame=0, obj_id=3, points=[[25, 45]]))
+    first = objects(tracker.add_prompt(st, ObjectPrompt(frame=0, obj_id=3, points=[[25, 45]])))
     assert list(first) == [3] and first[3].shape == (H, W) and first[3].dtype == bool
-    both = tracker.add_prompt(st, ObjectPrompt(frame=0, obj_id=7, box=[100, 10, 130, 30]))
+    both = objects(tracker.add_prompt(st, ObjectPrompt(frame=0, obj_id=7, box=[100, 10, 130, 30])))
     assert sorted(both) == [3, 7]
     assert np.array_equal(both[3], first[3])  # object 3's conditioning output is reused
     assert st.object_ids == [3, 7]
 
-    out = list(tracker.propagate(st, 0, 11))
+    out = list(stream(tracker.propagate(st, 0, 11)))
     assert [t for t, _ in out] == list(range(12))
     for _, masks in out:
         assert sorted(masks) == [3, 7]
@@ -148,7 +161,7 @@ def test_backward(tracker):
     st = tracker.start(video(12))
     tracker.add_prompt(st, ObjectPrompt(frame=11, obj_id=3, points=[[45, 45]]))
     tracker.add_prompt(st, ObjectPrompt(frame=8, obj_id=7, box=[100, 10, 130, 30]))
-    out = list(tracker.propagate(st, 11, 0, reverse=True))
+    out = list(stream(tracker.propagate(st, 11, 0, reverse=True)))
     assert [t for t, _ in out] == list(range(11, -1, -1))
     assert all(sorted(m) == [3, 7] and m[3].shape == (H, W) for _, m in out)
 
@@ -158,30 +171,30 @@ def test_frames_are_read_one_at_a_time(tracker):
     st = tracker.start(video(30, reads))
     tracker.add_prompt(st, ObjectPrompt(frame=10, obj_id=1, points=[[50, 45]]))
     assert reads == [10]
-    for t, _ in tracker.propagate(st, 10, 20):
+    for t, _ in stream(tracker.propagate(st, 10, 20)):
         assert max(reads) == t  # nothing ahead of the current frame was decoded
-    for t, _ in tracker.propagate(st, 10, 0, reverse=True):
+    for t, _ in stream(tracker.propagate(st, 10, 0, reverse=True)):
         assert min(reads) == t
 
 
 def test_correction_changes_that_frame_and_later(tracker):
     st = tracker.start(video(10))
     tracker.add_prompt(st, ObjectPrompt(frame=0, obj_id=3, points=[[25, 45]]))
-    before = dict(tracker.propagate(st, 0, 9))
+    before = dict(stream(tracker.propagate(st, 0, 9)))
 
     # control: propagating again over the same frames without a correction gives the same masks
     control = tracker.start(video(10))
     tracker.add_prompt(control, ObjectPrompt(frame=0, obj_id=3, points=[[25, 45]]))
-    list(tracker.propagate(control, 0, 9))
-    again = dict(tracker.propagate(control, 5, 9))
+    list(stream(tracker.propagate(control, 0, 9)))
+    again = dict(stream(tracker.propagate(control, 5, 9)))
     assert all(same(again[t], before[t]) for t in range(5, 10))
 
     fix = np.zeros((H, W), bool)
     fix[20:70, 60:110] = True
-    got = tracker.add_prompt(st, ObjectPrompt(frame=5, obj_id=3, mask=fix))
+    got = objects(tracker.add_prompt(st, ObjectPrompt(frame=5, obj_id=3, mask=fix)))
     iou = (got[3] & fix).sum() / (got[3] | fix).sum()
     assert iou > 0.9  # a mask prompt is that frame's output
-    after = dict(tracker.propagate(st, 5, 9))
+    after = dict(stream(tracker.propagate(st, 5, 9)))
     assert np.array_equal(after[5][3], got[3])  # reused as a conditioning frame
     assert not np.array_equal(after[5][3], before[5][3])
     assert any(not np.array_equal(after[t][3], before[t][3]) for t in range(6, 10))
@@ -189,9 +202,9 @@ def test_correction_changes_that_frame_and_later(tracker):
     assert sorted(cond) == [0, 5]
 
     # a click correction on a tracked frame is decoded with memory and kept as conditioning frame
-    clicked = tracker.add_prompt(st, ObjectPrompt(frame=7, obj_id=3, points=[[40, 45], [5, 5]], labels=[1, 0]))
+    clicked = objects(tracker.add_prompt(st, ObjectPrompt(frame=7, obj_id=3, points=[[40, 45], [5, 5]], labels=[1, 0])))
     assert sorted(cond) == [0, 5, 7] and 7 not in st.session.output_dict_per_obj[0]["non_cond_frame_outputs"]
-    assert np.array_equal(dict(tracker.propagate(st, 7, 7))[7][3], clicked[3])
+    assert np.array_equal(dict(stream(tracker.propagate(st, 7, 7)))[7][3], clicked[3])
 
 
 def test_a_new_prompt_replaces_the_old_one(tracker):
@@ -199,10 +212,10 @@ def test_a_new_prompt_replaces_the_old_one(tracker):
     tracker.add_prompt(st, ObjectPrompt(frame=2, obj_id=4, points=[[25, 45], [60, 20], [70, 70]]))
     s = st.session
     idx = s.obj_id_to_idx(4)
-    got = tracker.add_prompt(st, ObjectPrompt(frame=2, obj_id=4, points=[[30, 50]]))
+    got = objects(tracker.add_prompt(st, ObjectPrompt(frame=2, obj_id=4, points=[[30, 50]])))
     assert s.point_inputs_per_obj[idx][2]["point_coords"].shape == (1, 1, 1, 2)  # not accumulated
     fresh = tracker.start(video(6))
-    assert same(tracker.add_prompt(fresh, ObjectPrompt(frame=2, obj_id=4, points=[[30, 50]])), got)
+    assert same(objects(tracker.add_prompt(fresh, ObjectPrompt(frame=2, obj_id=4, points=[[30, 50]]))), got)
 
     mask = np.zeros((H, W), bool)
     mask[30:60, 20:50] = True
@@ -229,8 +242,8 @@ def test_prompts_reach_the_model_in_its_frame(tracker):
     ]
     try:
         st = tracker.start(video(4))
-        masks = tracker.add_prompt(st, ObjectPrompt(frame=1, obj_id=2, points=[[80, 45], [40, 30]], labels=[1, 0],
-                                                    box=[16, 9, 144, 81]))
+        masks = objects(tracker.add_prompt(st, ObjectPrompt.of(1, 2, points=[[80, 45], [40, 30]], labels=[1, 0],
+                                                               box=[16, 9, 144, 81])))
     finally:
         for h in hooks:
             h.remove()
@@ -264,7 +277,7 @@ def test_memory_stays_bounded_on_a_long_video(tracker):
     tracker.add_prompt(st, ObjectPrompt(frame=0, obj_id=7, box=[100, 10, 130, 30]))
     keep = tracker.max_memory_frames
     held = {}
-    for t, _ in tracker.propagate(st, 0, 59):
+    for t, _ in stream(tracker.propagate(st, 0, 59)):
         r = st.retained()
         assert r["max_memory_outputs"] <= keep and r["pixel_frames"] == 0 and r["vision_features"] <= 1
         assert r["tracked_flags"] <= 2 * keep
@@ -280,7 +293,7 @@ def test_memory_stays_bounded_on_a_long_video(tracker):
     assert held[30]["tensor_bytes"] == held[59]["tensor_bytes"]  # flat: frames 30..59 added nothing
 
     # backward over the same video: the window follows the current frame
-    list(tracker.propagate(st, 59, 20, reverse=True))
+    list(stream(tracker.propagate(st, 59, 20, reverse=True)))
     assert sorted(st.session.output_dict_per_obj[0]["non_cond_frame_outputs"]) == list(range(20, 20 + keep))
     tracker.close(st)
     assert st.retained()["tensor_bytes"] == 0
@@ -290,7 +303,7 @@ def test_a_smaller_memory_bound(sam2_folder):
     small = load_video_tracker(NAME, weights=str(sam2_folder), device="cpu", max_memory_frames=3)
     st = small.start(video(20))
     small.add_prompt(st, ObjectPrompt(frame=0, obj_id=9, points=[[25, 45]]))
-    list(small.propagate(st, 0, 19))
+    list(stream(small.propagate(st, 0, 19)))
     assert sorted(st.session.output_dict_per_obj[0]["non_cond_frame_outputs"]) == [17, 18, 19]
 
 
@@ -303,7 +316,7 @@ def test_pruning_keeps_what_the_memory_bank_reads(tracker, sam2_folder):
     for tr in (tracker, unbounded, too_few):
         st = tr.start(video(24))
         tr.add_prompt(st, ObjectPrompt(frame=0, obj_id=1, points=[[25, 45]]))
-        results.append(dict(tr.propagate(st, 0, 23)))
+        results.append(dict(stream(tr.propagate(st, 0, 23))))
     assert all(same(results[0][t], results[1][t]) for t in range(24))
     assert not all(same(results[2][t], results[1][t]) for t in range(24))  # the test can see over-pruning
 
@@ -318,7 +331,7 @@ def test_sam3_tracker_video_from_both_layouts(tmp_path):
     for tr in trackers:
         assert type(tr.model).__name__ == "Sam3TrackerVideoModel" and tr.mean == (0.5, 0.5, 0.5)
         st = two_objects(tr, n=6, f=2)
-        out = list(tr.propagate(st, 2, 5)) + list(tr.propagate(st, 1, 0, reverse=True))
+        out = list(stream(tr.propagate(st, 2, 5))) + list(stream(tr.propagate(st, 1, 0, reverse=True)))
         assert [t for t, _ in out] == [2, 3, 4, 5, 1, 0]
         assert all(sorted(m) == [3, 7] and m[7].shape == (H, W) for _, m in out)
     saved = load_file(str(hub / "model.safetensors"))
@@ -393,7 +406,7 @@ def test_a_failed_decode_does_not_leave_a_half_added_object(sam2_folder, monkeyp
         next(tr.propagate(st, 2, 2))
     monkeypatch.undo()
     assert 2 not in st.session.output_dict_per_obj[idx]["non_cond_frame_outputs"]
-    assert [sorted(m) for _, m in tr.propagate(st, 1, 2)] == [[6], [6]]
+    assert [sorted(m) for _, m in stream(tr.propagate(st, 1, 2))] == [[6], [6]]
 
 
 def test_closed_and_foreign_states(tracker, sam2_folder):

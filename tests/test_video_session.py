@@ -15,6 +15,8 @@ from PIL import Image
 
 from anyseg.cli import main
 from anyseg.errors import InputError, PromptError
+from anyseg.types import Masks
+from anyseg.video.base import masks_from_objects
 from anyseg.video.frames import ArrayFrames, SyntheticFrames, open_frames
 from anyseg.video.session import VideoSession
 
@@ -29,6 +31,8 @@ def square(t: int, k: int) -> np.ndarray:
 
 
 class FakeTracker:
+    """Returns :class:`Masks` (one row per object, sorted ids), as :class:`anyseg.video.base.Tracker` says."""
+
     name = "fake"
 
     def __init__(self, fail_at: int | None = None):
@@ -41,7 +45,7 @@ class FakeTracker:
     def add_prompt(self, state, prompt):
         self.calls.append(("prompt", prompt.frame, prompt.obj_id, prompt.mask is not None))
         state["objects"].add(prompt.obj_id)
-        return {o: square(prompt.frame, o) for o in state["objects"]}
+        return masks_from_objects({o: square(prompt.frame, o) for o in state["objects"]}, (H, W))
 
     def propagate(self, state, start, end, reverse=False):
         self.calls.append(("propagate", start, end, reverse))
@@ -49,7 +53,7 @@ class FakeTracker:
         for t in range(start, end + step, step):
             if self.fail_at is not None and t == self.fail_at:
                 raise KeyboardInterrupt
-            yield t, {o: square(t, o) for o in state["objects"]}
+            yield t, masks_from_objects({o: square(t, o) for o in state["objects"]}, (H, W))
 
     def close(self, state):
         state.clear()
@@ -80,6 +84,27 @@ def test_session_propagates_forward_then_backward_and_corrections_from_their_fra
     s.add_prompt(2, 9, mask=square(2, 9))  # a new object before every prompt: backward too
     assert s.plan() == [(2, T - 1, False), (2, 0, True)]
     s.close()
+
+
+def test_session_accepts_an_engine_that_still_returns_dicts():
+    """An older, third-party engine whose results are ``{obj_id: mask}`` dicts: converted to Masks."""
+    from anyseg.video.base import masks_by_object
+
+    class DictTracker(FakeTracker):
+        def add_prompt(self, state, prompt):
+            return masks_by_object(super().add_prompt(state, prompt))
+
+        def propagate(self, state, start, end, reverse=False):
+            for t, masks in super().propagate(state, start, end, reverse):
+                yield t, masks_by_object(masks)
+
+    s = VideoSession(DictTracker(), _frames())
+    s.add_prompt(0, 7, points=[[20, 12]])
+    got = s.add_prompt(0, 2, box=[30, 5, 60, 30])
+    assert isinstance(got, Masks) and got.object_ids.tolist() == [2, 7]
+    out = dict(s.propagate())
+    assert all(isinstance(m, Masks) and m.object_ids.tolist() == [2, 7] for m in out.values())
+    assert np.array_equal(out[4].masks[1], square(4, 7))
 
 
 def test_session_rejects_bad_prompts():

@@ -29,8 +29,9 @@ __all__ = ["tracker_engine", "davis_engine", "tracker_model_engine", "register_v
 # -- video -------------------------------------------------------------------------------------------
 def tracker_engine(tracker: Any) -> VideoEngine:
     """A :data:`~anyseg.eval.runners.VideoEngine` from a tracker: semi-supervised VOS as DAVIS
-    defines it (the first frame's ground-truth masks are the prompts; forward to the end)."""
-    from anyseg.video.base import ObjectPrompt
+    defines it (the first frame's ground-truth masks are the prompts; forward to the end). The
+    tracker's :class:`~anyseg.types.Masks` become the runners' ``{obj_id: (H, W) bool}``."""
+    from anyseg.video.base import ObjectPrompt, masks_by_object
     from anyseg.video.frames import PathFrames
 
     def engine(sample: Any, first: dict[int, np.ndarray]) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
@@ -38,8 +39,9 @@ def tracker_engine(tracker: Any) -> VideoEngine:
         state = tracker.start(frames)
         try:
             for obj_id, mask in sorted(first.items()):
-                tracker.add_prompt(state, ObjectPrompt(frame=0, obj_id=int(obj_id), mask=mask))
-            yield from tracker.propagate(state, 0, len(frames) - 1)
+                tracker.add_prompt(state, ObjectPrompt.of(0, int(obj_id), mask=mask))
+            for index, masks in tracker.propagate(state, 0, len(frames) - 1):
+                yield index, masks_by_object(masks)  # the runners' {obj_id: mask} per frame
         finally:
             tracker.close(state)
             frames.close()

@@ -52,6 +52,10 @@ object's current mask on that frame (its earlier prompt there, else its propagat
 prompt on frame ``k`` restarts propagation there: it changes frame ``k`` and the frames after it
 (before it, backward); earlier frames are unchanged.
 
+Results are :class:`~anyseg.types.Masks` (one row per object, sorted by id, ``object_ids`` set).
+The flow and mask cues above (motion score, colour candidates, components kept, overlaps
+resolved) are pure functions in :mod:`anyseg.video.classical_cues`.
+
 Memory is constant in the video's length: the state holds the prompts (one bit-packed mask per
 prompt) and a cursor: the last processed frame's grayscale at working resolution and, per object,
 its working-resolution mask and four ``(1, 65)`` GMMs, carried and prompt-frame
@@ -67,7 +71,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -75,7 +79,9 @@ import numpy as np
 from anyseg import cancel
 from anyseg.errors import InputError, PromptError
 from anyseg.models.classical import MAX_ITERATIONS, MAX_WORK_PIXELS, dither_degenerate
-from anyseg.video.base import ObjectPrompt, checked_prompt
+from anyseg.types import Masks, Prompt
+from anyseg.video.base import ObjectPrompt, checked_prompt, masks_from_objects
+from anyseg.video.classical_cues import colour_candidates, disc, keep_overlapping, motion_score, resolve_overlaps
 from anyseg.video.frames import FrameSource
 
 __all__ = ["FLOW_PRESETS", "ClassicalState", "ClassicalTracker"]
@@ -95,8 +101,6 @@ _SEED = 12345  # OpenCV's RNG seed before each GrabCut: deterministic results
 _REF_SIDE = 480.0  # the motion cue's scales below are in pixels at this working size
 _MOTION_SIGMA = 10.0  # normalised-convolution scale of the object / background motion estimates
 _MOTION_RING = 30.0  # the background motion is estimated from this far outside the mask
-_MOTION_DEPTH = 3.0  # pixels this deep inside (outside) the mask count fully for the object (background)
-_MOTION_FIT = 0.5  # a pixel's flow must be within this fraction of the separation from one of the motions
 _MOTION_Z = 0.5  # |z| above this: moves like the object (z > 0) or the background (z < 0)
 _MOTION_STRONG = 0.8  # z below -this: definitely background
 
@@ -257,14 +261,12 @@ class ClassicalTracker:
         work = (max(1, round(big_h * s)), max(1, round(big_w * s)))
         return ClassicalState(frames=frames, size=(big_h, big_w), work=work)
 
-    def add_prompt(self, state: ClassicalState, prompt: ObjectPrompt) -> dict[int, np.ndarray]:
-        """Add or replace ``prompt.obj_id``'s prompt on ``prompt.frame``; that frame's masks of every object."""
+    def add_prompt(self, state: ClassicalState, prompt: ObjectPrompt) -> Masks:
+        """Add or replace ``prompt.obj_id``'s prompt on ``prompt.frame``; that frame's masks of every object
+        (one row per object, sorted by id, ``object_ids`` set)."""
         self._check_state(state)
-        frame, obj = checked_prompt(state.frames, prompt)
+        frame, obj = checked_prompt(state.frames, prompt)  # a mask prompt's size included
         if prompt.mask is not None:
-            if prompt.mask.shape != state.size:
-                raise PromptError(f"the mask prompt for object {obj} on frame {frame} is {_wxh(prompt.mask.shape)}, "
-                                  f"but the video is {_wxh(state.size)}")
             mask = prompt.mask.astype(bool)
         else:
             mask = self._mask_from_clicks(state, frame, obj, prompt)
@@ -275,10 +277,10 @@ class ClassicalTracker:
                 self._apply_prompts(state, cur, self._work_bgr(state, frame))
             elif (cur.index - frame) * cur.step > 0:  # the cursor went past this frame: it is stale
                 state.cursor = None
-        return self._frame_masks(state, frame)
+        return masks_from_objects(self._frame_masks(state, frame), state.size)
 
     def propagate(self, state: ClassicalState, start: int, end: int, reverse: bool = False
-                  ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+                  ) -> Iterator[tuple[int, Masks]]:
         """Masks of every object for frames ``start..end`` inclusive (``start >= end`` when ``reverse``).
 
         Streams one frame at a time. An object has an empty mask on the frames before its
@@ -292,7 +294,7 @@ class ClassicalTracker:
         if (end - start) * step < 0:
             hint = "" if reverse else "; use reverse=True to go backward"
             raise InputError(f"cannot propagate {'backward' if reverse else 'forward'} from frame {start} to frame {end}{hint}")
-        return self._propagate(state, start, end, step)
+        return ((t, masks_from_objects(objects, state.size)) for t, objects in self._propagate(state, start, end, step))
 
     def close(self, state: ClassicalState) -> None:
         """Drop the state's prompts and cursor (the frame source is the caller's to close)."""
@@ -367,7 +369,7 @@ class ClassicalTracker:
                     refined[obj_id] = warped
                 else:
                     refined[obj_id] = self._refine(bgr, warped, back, unreliable, ob)
-            for obj_id, mask in _resolve(refined, soft).items():
+            for obj_id, mask in resolve_overlaps(refined, soft).items():
                 cur.objects[obj_id].mask = mask
         cur.index, cur.gray = t, gray
 
@@ -382,32 +384,32 @@ class ClassicalTracker:
         area = int(warped.sum())
         b = self._band(area)
         w8 = warped.astype(np.uint8)
-        inner = cv2.erode(w8, _disc(b)).astype(bool)
-        outer = cv2.dilate(w8, _disc(b)).astype(bool)
+        inner = cv2.erode(w8, disc(b)).astype(bool)
+        outer = cv2.dilate(w8, disc(b)).astype(bool)
         labels = np.full(warped.shape, cv2.GC_BGD, np.uint8)
         labels[outer] = cv2.GC_PR_BGD
         labels[warped] = cv2.GC_PR_FGD
         labels[inner] = cv2.GC_FGD
         if self.motion:
             scale = max(warped.shape) / _REF_SIDE
-            z, ok = _motion_score(back, warped, _MOTION_SIGMA * scale, self.motion_min, _MOTION_RING * scale)
+            z, ok = motion_score(back, warped, _MOTION_SIGMA * scale, self.motion_min, _MOTION_RING * scale)
             if unreliable is not None:  # occlusions: the flow there says nothing about the motion
                 ok &= ~unreliable
             sure_bg = warped & ok & (z < -_MOTION_STRONG)
             labels[warped & ok & (z < -_MOTION_Z)] = cv2.GC_PR_BGD
             labels[sure_bg] = cv2.GC_BGD
-            reach = cv2.dilate(w8, _disc(self.motion_reach * b)).astype(bool)
+            reach = cv2.dilate(w8, disc(self.motion_reach * b)).astype(bool)
             grow = reach & ~warped & ok & (z > _MOTION_Z)
             if grow.any():
                 labels[grow] = cv2.GC_PR_FGD
-                outer |= cv2.dilate(grow.astype(np.uint8), _disc(b)).astype(bool)
+                outer |= cv2.dilate(grow.astype(np.uint8), disc(b)).astype(bool)
                 labels[outer & (labels == cv2.GC_BGD) & ~sure_bg] = cv2.GC_PR_BGD
         if self.grow_reach > 0 and ob.fgd0 is not None and ob.bgd0 is not None:
             reach = max(2 * b, round(self.grow_reach * np.sqrt(area)))
-            grow = _colour_candidates(bgr, warped, labels, ob.fgd0, ob.bgd0, reach, self.grow_llr)
+            grow = colour_candidates(bgr, warped, labels, ob.fgd0, ob.bgd0, reach, self.grow_llr)
             if grow.any():
                 labels[grow] = cv2.GC_PR_FGD
-                ring = cv2.dilate(grow.astype(np.uint8), _disc(b)).astype(bool) & (labels == cv2.GC_BGD)
+                ring = cv2.dilate(grow.astype(np.uint8), disc(b)).astype(bool) & (labels == cv2.GC_BGD)
                 labels[ring] = cv2.GC_PR_BGD
                 outer |= grow | ring
         ys, xs = np.nonzero(outer)
@@ -432,7 +434,7 @@ class ClassicalTracker:
             return warped
         out = np.zeros_like(warped)
         out[y0:y1, x0:x1] = (sub & 1).astype(bool)
-        out = _keep_overlapping(out, warped)
+        out = keep_overlapping(out, warped)
         if not self.min_ratio <= out.sum() / max(1, area) <= self.max_ratio:
             return warped
         if self.models == "carry":
@@ -533,7 +535,6 @@ class ClassicalTracker:
     def _mask_from_clicks(self, state: ClassicalState, frame: int, obj: int, prompt: ObjectPrompt) -> np.ndarray:
         """Clicks and/or a box -> a mask with the GrabCut image engine (correcting the current mask)."""
         from anyseg.models.classical import ClassicalPredictor
-        from anyseg.types import Prompt
 
         prior = None
         if prompt.box is None:
@@ -560,7 +561,7 @@ class ClassicalTracker:
             raise InputError("this video state was closed; call start() again")
 
 
-# -- helpers -------------------------------------------------------------------------------------
+# -- helpers (the flow and mask cues: anyseg.video.classical_cues) -------------------------------
 def _pack(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     return np.packbits(mask.reshape(-1)), mask.shape
 
@@ -577,97 +578,3 @@ def _prompt_frames(state: ClassicalState) -> dict[int, list[int]]:
         for o in objs:
             out.setdefault(o, []).append(f)
     return out
-
-
-def _disc(r: int) -> np.ndarray:
-    r = max(0, int(r))
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-
-
-def _wxh(shape: Sequence[int]) -> str:
-    return f"{shape[1]}x{shape[0]}" if len(shape) == 2 else f"shape {tuple(shape)}"
-
-
-def _keep_overlapping(mask: np.ndarray, warped: np.ndarray) -> np.ndarray:
-    """The connected components of ``mask`` that overlap ``warped`` (the largest one if none does)."""
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 2:
-        return mask
-    keep = np.bincount(comp[warped], minlength=n) > 0
-    keep[0] = False
-    if not keep.any():
-        keep[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))] = True
-    return keep[comp]
-
-
-def _normalized_conv(flow: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """Weighted Gaussian average of a 2-channel field (the global weighted mean where no weight is near)."""
-    den = cv2.GaussianBlur(weight, (0, 0), sigma)
-    num = cv2.GaussianBlur(flow * weight[..., None], (0, 0), sigma)
-    out = num / np.maximum(den, 1e-6)[..., None]
-    far = den < 1e-3
-    if far.any():
-        total = float(weight.sum())
-        out[far] = (flow * weight[..., None]).reshape(-1, 2).sum(0) / total if total > 0 else 0.0
-    return out
-
-
-def _motion_score(back: np.ndarray, warped: np.ndarray, sigma: float, min_sep: float, ring: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """``(z, ok)``: whether each pixel's flow is the object's (``z`` near +1) or the nearby
-    background's (near -1); ``ok`` where those two motions differ by more than ``min_sep`` and
-    the pixel's flow is close to one of them."""
-    w8 = warped.astype(np.uint8)
-    depth_in = cv2.distanceTransform(w8, cv2.DIST_L2, 3)
-    depth_out = cv2.distanceTransform(1 - w8, cv2.DIST_L2, 3)
-    w_obj = np.minimum(depth_in / _MOTION_DEPTH, 1.0).astype(np.float32)
-    w_bg = (np.clip((depth_out - 1) / _MOTION_DEPTH, 0, 1) * (depth_out < ring)).astype(np.float32)
-    f_obj, f_bg = _normalized_conv(back, w_obj, sigma), _normalized_conv(back, w_bg, sigma)
-    sep = np.hypot(*(f_obj - f_bg).transpose(2, 0, 1))
-    d_obj = np.hypot(*(back - f_obj).transpose(2, 0, 1))
-    d_bg = np.hypot(*(back - f_bg).transpose(2, 0, 1))
-    z = (d_bg - d_obj) / np.maximum(sep, 1e-6)
-    ok = (sep > min_sep) & (np.minimum(d_obj, d_bg) < _MOTION_FIT * sep)
-    return z, ok
-
-
-def _colour_candidates(bgr: np.ndarray, warped: np.ndarray, labels: np.ndarray, fgd: np.ndarray, bgd: np.ndarray,
-                       reach: int, min_llr: float) -> np.ndarray:
-    """Background-labelled pixels up to ``reach`` outside the warped mask whose colour is much
-    likelier under the prompt frame's foreground model than its background one (log-likelihood
-    ratio > ``min_llr``) and that connect to the warped mask through such pixels."""
-    from anyseg.models.classical_score import loglik
-
-    zone = cv2.dilate(warped.astype(np.uint8), _disc(reach)).astype(bool)
-    zone &= (labels == cv2.GC_BGD) | (labels == cv2.GC_PR_BGD)
-    if not zone.any():
-        return zone
-    pix = bgr[zone].astype(np.float64)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        llr = np.nan_to_num(loglik(fgd, pix) - loglik(bgd, pix), nan=0.0)
-    cand = np.zeros_like(warped)
-    cand[zone] = llr > min_llr
-    if not cand.any():
-        return cand
-    n, comp = cv2.connectedComponents((cand | warped).astype(np.uint8), connectivity=8)
-    touch = np.zeros(n, bool)
-    touch[np.unique(comp[warped])] = True
-    touch[0] = False
-    return cand & touch[comp]
-
-
-def _resolve(masks: dict[int, np.ndarray], soft: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    """Disjoint masks: a pixel claimed by several objects goes to the highest warped soft mask
-    there, ties broken by the depth inside the mask."""
-    if len(masks) < 2:
-        return masks
-    ids = list(masks)
-    if np.sum([masks[i] for i in ids], axis=0).max() <= 1:
-        return masks
-    conf = []
-    for i in ids:
-        depth = cv2.distanceTransform(masks[i].astype(np.uint8), cv2.DIST_L2, 3)
-        conf.append(np.where(masks[i], soft[i] + 0.001 * np.minimum(depth, 100), -1.0))
-    best = np.argmax(np.stack(conf), 0)
-    return {i: masks[i] & (best == k) for k, i in enumerate(ids)}
-

@@ -76,7 +76,8 @@ import numpy as np
 
 from anyseg.errors import InputError, ModelError, PromptError
 from anyseg.models.registry import ModelSpec
-from anyseg.video.base import ObjectPrompt, checked_prompt
+from anyseg.types import Masks
+from anyseg.video.base import ObjectPrompt, checked_prompt, masks_from_objects
 from anyseg.video.frames import FrameSource
 
 __all__ = ["load_video_tracker", "Sam2VideoTracker", "Sam2VideoState", "tracker_families"]
@@ -338,8 +339,9 @@ class Sam2VideoTracker:
         )
         return Sam2VideoState(frames=frames, size=(h, w), session=session, keep=self.max_memory_frames, owner=self)
 
-    def add_prompt(self, state: Sam2VideoState, prompt: ObjectPrompt) -> dict[int, np.ndarray]:
-        """Add (or replace) ``prompt.obj_id``'s prompt on ``prompt.frame``; that frame's masks of every object."""
+    def add_prompt(self, state: Sam2VideoState, prompt: ObjectPrompt) -> Masks:
+        """Add (or replace) ``prompt.obj_id``'s prompt on ``prompt.frame``; that frame's masks of every object
+        (one row per object, sorted by id, ``object_ids`` set)."""
         self._check_state(state)
         t, obj_id = checked_prompt(state.frames, prompt)
         inputs = self._prompt_inputs(state, prompt)  # validated before the session is touched
@@ -382,7 +384,7 @@ class Sam2VideoTracker:
         return self._masks(state, out)
 
     def propagate(self, state: Sam2VideoState, start: int, end: int, reverse: bool = False
-                  ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+                  ) -> Iterator[tuple[int, Masks]]:
         """Masks of every prompted object for frames ``start..end`` inclusive, one frame at a time.
 
         Forward when ``start <= end``; backward (``reverse=True``) when ``start >= end``.
@@ -416,7 +418,7 @@ class Sam2VideoTracker:
 
     # -- stepping ---------------------------------------------------------------------------------
     def _propagate(self, state: Sam2VideoState, start: int, end: int, step: int
-                   ) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+                   ) -> Iterator[tuple[int, Masks]]:
         for t in range(start, end + step, step):
             self._check_state(state)
             out = self._run(state, t, self._pixels(state.frames[t]), step < 0)
@@ -517,21 +519,15 @@ class Sam2VideoTracker:
         import torch.nn.functional as F
 
         from anyseg.models.sam import Geometry
-        from anyseg.types import Prompt
 
         h, w = state.size
         s = self.frame_size
-        if prompt.mask is not None:  # a mask prompt replaces clicks and box
-            mask = np.asarray(prompt.mask)
-            if mask.shape != (h, w):
-                raise PromptError(f"the mask prompt for object {prompt.obj_id} on frame {prompt.frame} is "
-                                  f"{'x'.join(map(str, mask.shape[::-1]))}, but the video is {w}x{h}")
+        if prompt.mask is not None:  # a mask prompt replaces clicks and box (its size: checked_prompt)
             with torch.inference_mode():
-                m = torch.tensor(mask.astype(np.float32), device=self.device)[None, None]
+                m = torch.tensor(prompt.mask.astype(np.float32), device=self.device)[None, None]
                 m = F.interpolate(m, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
                 return {"mask": (m >= 0.5).float()}
-        checked = Prompt(points=prompt.points, labels=prompt.labels, box=prompt.box)
-        checked.check_within((h, w))
+        checked = prompt.prompt  # validated by Prompt, inside the frame (checked_prompt)
         geo = Geometry.for_family(self.family, (h, w), s)
         coords: list[np.ndarray] = []
         labels: list[np.ndarray] = []
@@ -545,8 +541,8 @@ class Sam2VideoTracker:
         lab = torch.tensor(np.concatenate(labels), dtype=torch.int32, device=self.device)[None, None]
         return {"point_coords": pts, "point_labels": lab}
 
-    def _masks(self, state: Sam2VideoState, out: Any) -> dict[int, np.ndarray]:
-        """Low-res logits of every object -> ``{obj_id: (H, W) bool}`` at the video's resolution."""
+    def _masks(self, state: Sam2VideoState, out: Any) -> Masks:
+        """Low-res logits of every object -> :class:`Masks` at the video's resolution, sorted by object id."""
         import torch
         import torch.nn.functional as F
 
@@ -558,7 +554,7 @@ class Sam2VideoTracker:
                 x = F.interpolate(logits[i:i + 1].reshape(1, 1, *logits.shape[-2:]).float(), size=(h, w),
                                   mode="bilinear", align_corners=False)
                 result[int(obj_id)] = (x[0, 0] > 0).cpu().numpy()
-        return result
+        return masks_from_objects(result, (h, w))
 
     def _check_state(self, state: Any) -> None:
         if not isinstance(state, Sam2VideoState):

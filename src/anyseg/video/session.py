@@ -21,19 +21,17 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
-import numpy as np
-
 from anyseg.errors import InputError, PromptError
 from anyseg.types import Masks
-from anyseg.video.base import ObjectPrompt, Tracker
+from anyseg.video.base import ObjectPrompt, Tracker, TrackerState, masks_from_objects
+
+__all__ = ["VideoSession", "load_tracker", "classical_tracker", "masks_from_objects"]
 
 
-def masks_from_objects(objects: dict[int, np.ndarray], size: tuple[int, int]) -> Masks:
-    """``{obj_id: (H, W) bool}`` -> :class:`Masks` sorted by object id (``object_ids`` column)."""
-    ids = sorted(objects)
-    if not ids:
-        return Masks(np.zeros((0, *size), dtype=bool), object_ids=np.zeros(0, np.int64))
-    return Masks(np.stack([np.asarray(objects[i], dtype=bool) for i in ids]), object_ids=np.asarray(ids, np.int64))
+def _as_masks(result: Any, size: tuple[int, int]) -> Masks:
+    """A tracker's result as :class:`Masks`: trackers return ``Masks`` (:class:`~anyseg.video.base.Tracker`);
+    an ``{obj_id: mask}`` dict from an older, third-party engine is converted (:func:`masks_from_objects`)."""
+    return result if isinstance(result, Masks) else masks_from_objects(result, size)
 
 
 class VideoSession:
@@ -43,7 +41,7 @@ class VideoSession:
         self.tracker = tracker
         self.frames = frames
         self.size = tuple(frames.size)
-        self.state = tracker.start(frames)
+        self.state: TrackerState | None = tracker.start(frames)
         self._prompted: dict[int, set[int]] = {}  # frame -> object ids prompted there
         self._pending: list[int] = []  # frames prompted since the last propagation
         self._propagated = False
@@ -65,39 +63,18 @@ class VideoSession:
         the frame, an out-of-range frame or a mask of the wrong size are one-line errors.
         """
         frame = self.frames.check_index(frame)
-        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or obj_id < 1:
-            raise PromptError(f"object ids must be positive integers; got {obj_id!r}")
-        prompt = ObjectPrompt(frame, int(obj_id), points=points, labels=labels, box=box, mask=mask)
-        self._check_within(prompt)
-        known = int(obj_id) in self.object_ids
+        prompt = ObjectPrompt.of(frame, obj_id, points=points, labels=labels, box=box, mask=mask)
+        prompt.check_within(self.size)
+        if prompt.mask is not None and not prompt.mask.any():
+            raise PromptError(f"mask prompt for object {prompt.obj_id} on frame {frame} is empty")
+        known = prompt.obj_id in self.object_ids
         if not known and prompt.box is None and prompt.mask is None and not (prompt.labels == 1).any():
             raise PromptError(f"object {obj_id} is unknown (no prompt yet): its first prompt needs a positive click, "
                               f"a box or a mask; known objects: {self.object_ids or 'none'}")
-        objects = self.tracker.add_prompt(self.state, prompt)
-        self._prompted.setdefault(frame, set()).add(int(obj_id))
+        masks = _as_masks(self.tracker.add_prompt(self.state, prompt), self.size)
+        self._prompted.setdefault(frame, set()).add(prompt.obj_id)
         self._pending.append(frame)
-        return masks_from_objects(objects, self.size)
-
-    def _check_within(self, p: ObjectPrompt) -> None:
-        h, w = self.size
-        if p.points is not None:
-            bad = (p.points[:, 0] < 0) | (p.points[:, 0] > w) | (p.points[:, 1] < 0) | (p.points[:, 1] > h)
-            if bad.any():
-                x, y = p.points[np.flatnonzero(bad)[0]]
-                raise PromptError(f"point ({x:g}, {y:g}) is outside the {w}x{h} frame {p.frame}")
-            if p.labels is not None and not np.isin(p.labels, (0, 1)).all():
-                raise PromptError("point labels must be 1 (positive) or 0 (negative)")
-        if p.box is not None:
-            x0, y0, x1, y1 = p.box
-            if not (x1 > x0 and y1 > y0):
-                raise PromptError(f"box {p.box.tolist()} is empty: expected X0 < X1 and Y0 < Y1")
-            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                raise PromptError(f"box {p.box.tolist()} is outside the {w}x{h} frame {p.frame}")
-        if p.mask is not None:
-            if p.mask.shape != (h, w):
-                raise PromptError(f"mask prompt is {p.mask.shape[1]}x{p.mask.shape[0]}, the video is {w}x{h}")
-            if not p.mask.any():
-                raise PromptError(f"mask prompt for object {p.obj_id} on frame {p.frame} is empty")
+        return masks
 
     # -- propagation ---------------------------------------------------------------------------
     def plan(self) -> list[tuple[int, int, bool]]:
@@ -136,7 +113,7 @@ class VideoSession:
             cancel.check()
             for index, objects in self.tracker.propagate(self.state, start, end, reverse=reverse):
                 cancel.check()  # between frames: a cancelled job stops after at most one more frame
-                yield index, masks_from_objects(objects, self.size)
+                yield index, _as_masks(objects, self.size)
         self._propagated = True
         self._pending.clear()
 
