@@ -1,10 +1,16 @@
 """``anyseg eval ...``: interactive, box, video, semantic and stored-mask evaluation.
 
+Each ``anyseg eval KIND`` is an :class:`EvalProtocol` of :data:`PROTOCOLS`: its
+``add_parser(sub)`` adds the options, its ``run(job)`` reads the data, scores into the job's
+result store and writes the report (:meth:`EvalJob.report`). ``eval masks`` scores files from
+any tool; which reader it uses follows from its input (:meth:`MasksProtocol.source`).
+
 The options that scale the work are bounded before anything is read: ``--limit``
 1..:data:`MAX_LIMIT`, ``--max-clicks`` 1..:data:`MAX_CLICKS` (the protocols use 20), ``--device``
 (:func:`anyseg.models.sam.check_device`); ``--classes`` names are one-line labels
 (:func:`anyseg.labels.check_label`), ``--void-id`` / ``--ignore-value`` are pixel values 0..255
-and ``--object-id`` an id in 1..:data:`MAX_OBJECT_ID`.
+and ``--object-id`` an id in 1..:data:`MAX_OBJECT_ID`. ``--model`` takes a registry name or a
+local model folder (:func:`anyseg.models.resolver.resolve`), as the other commands do.
 """
 
 from __future__ import annotations
@@ -13,11 +19,15 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from anyseg.errors import InputError
 from anyseg.runtime import RUNTIMES
 
-KINDS = ("interactive", "box", "video", "semantic", "masks")
+__all__ = ["EvalJob", "EvalProtocol", "InteractiveProtocol", "BoxProtocol", "VideoProtocol", "SemanticProtocol",
+           "MasksProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
+           "check_options", "peak_rss"]
+
 #: most items ``--limit`` may ask for, and most simulated clicks per item
 MAX_LIMIT = 1_000_000
 MAX_CLICKS = 100
@@ -26,64 +36,22 @@ MAX_OBJECT_ID = 65535
 IGNORE_HELP = ("mask value to ignore: auto (GrabCut's 128 band in grey 0/128/255 masks, 255 in label maps, "
                "nothing in JPEG masks), none, or N")
 OBJECT_ID_HELP = "the object to score in palette / label-map masks: pixels equal to K (see docs/EVALUATION.md)"
+DATA_HELP = "folder with images/ and masks/ (paired by file stem)"
 
 
-def add_parsers(sub) -> None:
-    ev = sub.add_parser("eval", help="evaluate a model (or masks from any tool) with the field's protocols")
-    esub = ev.add_subparsers(dest="eval_command", metavar="KIND", parser_class=type(ev))
-    esub.required = True
-
-    def common(p, model: bool = True) -> None:
-        if model:
-            p.add_argument("--model", required=True, help="registry name (or auto)")
-            p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
-            p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N or mps (default: cuda when available)")
-        p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N items")
-        p.add_argument("--out", metavar="DIR", help="output folder (default runs/eval/KIND-MODEL-DATA); reruns resume")
-        p.add_argument("--fresh", action="store_true", help="discard earlier results in --out instead of resuming")
-
-    p = esub.add_parser("interactive", help="NoC@85/90 and mIoU@k with the standard click simulator")
-    p.add_argument("--data", required=True, help="folder with images/ and masks/ (paired by file stem)")
-    p.add_argument("--max-clicks", type=int, default=20, help=f"clicks per item, 1..{MAX_CLICKS} (default 20)")
-    p.add_argument("--ignore-value", default="auto", help=IGNORE_HELP)
-    p.add_argument("--object-id", type=int, default=None, metavar="K", help=OBJECT_ID_HELP)
-    common(p)
-    p.add_argument("--runtime", default="torch", choices=list(RUNTIMES),
-                   help="inference runtime (default torch: fp32, the reference's numbers; e.g. auto or torch-bf16 "
-                        "to measure what a fast runtime costs in quality)")
-    p = esub.add_parser("box", help="IoU/Dice with each ground-truth mask's tight box as the prompt")
-    p.add_argument("--data", required=True, help="folder with images/ and masks/ (paired by file stem)")
-    p.add_argument("--ignore-value", default="auto", help=IGNORE_HELP)
-    p.add_argument("--object-id", type=int, default=None, metavar="K", help=OBJECT_ID_HELP)
-    common(p)
-    p.add_argument("--runtime", default="torch", choices=list(RUNTIMES), help="inference runtime (default torch)")
-    p = esub.add_parser("video", help="semi-supervised VOS J&F (first frame's masks given), DAVIS protocol")
-    p.add_argument("--data", required=True, help="DAVIS folder (JPEGImages/ and Annotations/)")
-    p.add_argument("--resolution", default="480p", help="DAVIS resolution folder under JPEGImages/ and Annotations/ (default 480p)")
-    p.add_argument("--all-frames", action="store_true", help="also score the first and last frames")
-    common(p)
-    p = esub.add_parser("semantic", help="confusion-matrix mIoU and pixel accuracy over class names")
-    p.add_argument("--data", required=True, help="folder with images/ and labels/ (class-id PNGs)")
-    p.add_argument("--classes", required=True, help="comma-separated class names, in label-id order")
-    p.add_argument("--void-id", type=int, default=255, help="label id to ignore (default 255)")
-    common(p)
-    p = esub.add_parser("masks", help="score masks written by any tool against ground truth")
-    p.add_argument("--pred", required=True,
-                   help="predicted masks: NAME.png per image, SEQ/NNNNN.png with --video, or a COCO results JSON")
-    p.add_argument("--gt", required=True,
-                   help="ground truth: a masks folder (or a data folder with masks/), DAVIS, or COCO instances JSON")
-    p.add_argument("--video", action="store_true", help="DAVIS-format video results: J&F")
-    p.add_argument("--ignore-value", default="auto", help=IGNORE_HELP)
-    p.add_argument("--object-id", type=int, default=None, metavar="K", help=OBJECT_ID_HELP + " (not with --video)")
-    p.add_argument("--require-all", action="store_true",
-                   help="with --video: refuse unless every ground-truth sequence has predictions "
-                        "(default: score the sequences present and say how many are missing)")
-    p.add_argument("--resolution", default="480p", help="with --video: DAVIS resolution folder (default 480p)")
-    p.add_argument("--all-frames", action="store_true", help="with --video: also score the first and last frames")
-    common(p, model=False)
+# -- options -----------------------------------------------------------------------------------------
+def _common_options(p: argparse.ArgumentParser, model_help: str | None) -> None:
+    """``--model`` (unless ``model_help`` is ``None``), ``--weights``, ``--device``, ``--limit``, ``--out``, ``--fresh``."""
+    if model_help is not None:
+        p.add_argument("--model", required=True, metavar="NAME|PATH", help=model_help)
+        p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
+        p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N or mps (default: cuda when available)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N items")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/eval/KIND-MODEL-DATA); reruns resume")
+    p.add_argument("--fresh", action="store_true", help="discard earlier results in --out instead of resuming")
 
 
-def _ignore_value(text: str):
+def _ignore_value(text: str) -> Any:
     if text == "auto":
         return "auto"
     if text.lower() == "none":
@@ -154,18 +122,22 @@ def _semantic_classes(text: str) -> list[str]:
     return classes
 
 
-def run(args: argparse.Namespace) -> int:
-    from anyseg.eval.perf import RSSMonitor
+# -- a run -------------------------------------------------------------------------------------------
+def _folder_label(model: str) -> str:
+    """``model`` as one path component of the default ``--out``: a model folder by its own name."""
+    from anyseg.models.resolver import is_path_like
 
-    with RSSMonitor(interval_s=0.05) as monitor:
-        return _run(args, monitor)
+    if model in ("auto", "masks") or not is_path_like(model):
+        return model
+    return Path(model).expanduser().resolve().name or model
 
 
-class _Run:
-    """One ``anyseg eval`` command's settings: the header naming its results and where they go."""
+class EvalJob:
+    """One ``anyseg eval`` command: its options, the header naming its results, where they go, and its report."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, monitor: Any = None):
         self.args = args
+        self.monitor = monitor  # (an RSSMonitor: the run's peak resident set goes into the summary)
         kind = args.eval_command
         self.model_name = getattr(args, "model", None) or "masks"
         self.data = Path(args.pred if kind == "masks" else args.data)
@@ -174,42 +146,29 @@ class _Run:
         if getattr(args, "object_id", None) is not None:
             self.header["object_id"] = args.object_id  # (absent otherwise: earlier runs stay resumable)
 
-    def store(self):
+    def store(self) -> Any:
+        """The result store of ``--out`` (default ``runs/eval/KIND-MODEL-DATA``); reruns resume."""
         from anyseg.eval.store import ResultStore
 
-        name = f"{self.header['kind']}-{self.model_name}-{self.data.resolve().name}"
+        name = f"{self.header['kind']}-{_folder_label(self.model_name)}-{self.data.resolve().name}"
         out = Path(self.args.out) if self.args.out else Path("runs") / "eval" / name
         return ResultStore(out, self.header, fresh=self.args.fresh)
 
+    def report(self, st: Any, records: list, summary: dict, kind: str | None = None) -> int:
+        """Add the peak memory to ``summary``, write the report files, print the table; exit code 0."""
+        from anyseg.eval.report import format_table, write_report
 
-def _run(args: argparse.Namespace, monitor) -> int:
-    from anyseg.eval.report import format_table, write_report
-
-    kind = args.eval_command
-    check_options(args)
-    job = _Run(args)
-    if kind in ("interactive", "box"):
-        st, records, summary = _run_promptable(job)
-    elif kind == "video":
-        st, records, summary = _run_video(job)
-    elif kind == "semantic":
-        st, records, summary = _run_semantic(job)
-    elif Path(args.pred).suffix.lower() == ".json" or Path(args.gt).suffix.lower() == ".json":
-        return _run_coco(job)
-    elif args.video:
-        st, records, summary = _run_video_masks(job)
-        kind = "video-masks"
-    else:
-        st, records, summary = _run_masks(job)
-    summary.update(peak_rss(st, round(monitor.peak_mb, 1)))
-    command = "anyseg " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else f"anyseg eval {kind}"
-    paths = write_report(st.out_dir, kind, job.header, records, summary, command)
-    print(format_table(summary))
-    print(f"report: {paths['report']}  (JSON: {paths['summary']}, per-item: {st.path})", file=sys.stderr)
-    return 0
+        kind = kind or self.args.eval_command
+        summary.update(peak_rss(st, round(self.monitor.peak_mb, 1) if self.monitor is not None else 0.0))
+        argv = sys.argv[1:]
+        command = "anyseg " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["eval"] else f"anyseg eval {kind}"
+        paths = write_report(st.out_dir, kind, self.header, records, summary, command)
+        print(format_table(summary))
+        print(f"report: {paths['report']}  (JSON: {paths['summary']}, per-item: {st.path})", file=sys.stderr)
+        return 0
 
 
-def peak_rss(store, peak_mb: float) -> dict:
+def peak_rss(store: Any, peak_mb: float) -> dict:
     """``peak_rss_mb`` (the largest over every run into ``store``'s folder) and ``peak_rss_mb_runs``
     (each run's, oldest first, this one last); this run's figure is recorded in the store.
 
@@ -224,7 +183,7 @@ def peak_rss(store, peak_mb: float) -> dict:
     return {"peak_rss_mb": max(runs), "peak_rss_mb_runs": runs}
 
 
-def _summary_peak(store) -> list[float]:
+def _summary_peak(store: Any) -> list[float]:
     import json
 
     try:
@@ -235,111 +194,306 @@ def _summary_peak(store) -> list[float]:
     return [float(peak)] if isinstance(peak, (int, float)) and not isinstance(peak, bool) else []
 
 
-def _run_promptable(job: _Run):
-    from anyseg.eval import datasets, runners
-    from anyseg.models import load_model
-    from anyseg.runtime import with_runtime
+# -- the protocols -----------------------------------------------------------------------------------
+class EvalProtocol:
+    """One ``anyseg eval KIND``: its ``name`` and ``help``, ``add_parser(sub)`` and ``run(job) -> int``."""
 
-    args = job.args
-    samples = datasets.read_mask_folder(_data_dir(args.data), ignore_value=_ignore_value(args.ignore_value),
-                                        limit=args.limit, object_id=args.object_id)
-    job.header.update(data=str(Path(args.data).resolve()), ignore_value=args.ignore_value)
-    if args.eval_command == "interactive":
-        job.header["max_clicks"] = args.max_clicks
-    quiet = args.model == "auto" and args.runtime not in ("auto", "torch")  # (the runtime error says it all)
-    model = load_model(args.model, weights=args.weights, device=args.device, quiet=quiet)
-    predictor = with_runtime(model, args.runtime, requested=args.model)
-    job.header["model"] = predictor.name  # auto -> the model actually used
-    job.header["runtime"] = getattr(predictor, "runtime", "torch")
-    st = job.store()
-    if args.eval_command == "interactive":
-        return (st, *runners.run_interactive(predictor, samples, st, max_clicks=args.max_clicks))
-    return (st, *runners.run_box(predictor, samples, st))
+    name: str = ""
+    help: str = ""
 
+    def add_parser(self, sub: Any) -> argparse.ArgumentParser:
+        """Add ``eval NAME`` and its options (:meth:`add_arguments`) to the ``eval`` sub-commands."""
+        p = sub.add_parser(self.name, help=self.help)
+        self.add_arguments(p)
+        return p
 
-def _run_video(job: _Run):
-    from anyseg.eval import datasets, runners
-    from anyseg.eval.engines import register_video_engines
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
 
-    args = job.args
-    samples = datasets.read_davis(_data_dir(args.data), resolution=args.resolution, limit=args.limit)
-    register_video_engines()
-    factory = runners.VIDEO_ENGINES.get(args.model)
-    if factory is None:
-        known = ", ".join(sorted(runners.VIDEO_ENGINES)) or "none installed yet"
-        raise InputError(f"no video engine named {args.model!r} (video engines: {known}); "
-                         "`anyseg eval masks --video` scores DAVIS-format results from any tool")
-    job.header.update(data=str(Path(args.data).resolve()), skip_first_last=not args.all_frames)
-    st = job.store()
-    return (st, *runners.run_video(factory(args.model), samples, st, skip_first_last=not args.all_frames))
+    def run(self, job: EvalJob) -> int:
+        """Read the data, score into ``job.store()``, write the report; the exit code."""
+        raise NotImplementedError
 
 
-def _run_semantic(job: _Run):
-    from anyseg.eval import datasets, runners
-    from anyseg.eval.engines import register_semantic_engines
-
-    args = job.args
-    classes = _semantic_classes(args.classes)
-    samples = datasets.read_semantic(_data_dir(args.data), len(classes), void_id=args.void_id, limit=args.limit)
-    register_semantic_engines()
-    factory = runners.SEMANTIC_ENGINES.get(args.model)
-    if factory is None:
-        known = ", ".join(sorted(runners.SEMANTIC_ENGINES)) or "none installed yet"
-        raise InputError(f"no semantic engine named {args.model!r} (semantic engines: {known})")
-    job.header.update(data=str(Path(args.data).resolve()), classes=classes, void_id=args.void_id)
-    st = job.store()
-    return (st, *runners.run_semantic(factory(args.model, classes), samples, classes, st))
+_PROMPTABLE_MODEL = "registry name, auto (best present, else classical) or a local model folder path"
 
 
-def _run_coco(job: _Run) -> int:
-    from anyseg.eval.coco_eval import coco_mask_ap
-    from anyseg.eval.report import format_table
+class _PromptableProtocol(EvalProtocol):
+    """``interactive`` and ``box``: a promptable model (``--model`` on ``--runtime``) over an image/mask folder."""
 
-    args = job.args
-    stats = coco_mask_ap(args.gt, args.pred)  # the results file is read with size caps and checks
-    print(format_table({k: round(float(v), 4) for k, v in stats.items()}))
-    if args.out:
-        from anyseg.io.atomic import write_json
+    def run(self, job: EvalJob) -> int:
+        from anyseg.eval import datasets
+        from anyseg.models import load_model
+        from anyseg.runtime import with_runtime
 
-        write_json(Path(args.out) / "summary.json", {"header": dict(job.header, kind="masks-coco", pred=args.pred,
-                                                                     gt=args.gt), "summary": stats})
-    return 0
+        args = job.args
+        samples = datasets.read_mask_folder(_data_dir(args.data), ignore_value=_ignore_value(args.ignore_value),
+                                            limit=args.limit, object_id=args.object_id)
+        job.header.update(data=str(Path(args.data).resolve()), ignore_value=args.ignore_value)
+        self.describe(job)
+        quiet = args.model == "auto" and args.runtime not in ("auto", "torch")  # (the runtime error says it all)
+        model = load_model(args.model, weights=args.weights, device=args.device, quiet=quiet)
+        predictor = with_runtime(model, args.runtime, requested=args.model)
+        job.header["model"] = predictor.name  # auto -> the model actually used
+        job.header["runtime"] = getattr(predictor, "runtime", "torch")
+        st = job.store()
+        return job.report(st, *self.score(predictor, samples, st, args))
 
+    def describe(self, job: EvalJob) -> None:
+        """The protocol's own settings in the header (none by default)."""
 
-def _run_video_masks(job: _Run):
-    from anyseg.eval import datasets, runners
-
-    args = job.args
-    pred_dir, gt_dir = _data_dir(args.pred), _data_dir(args.gt)
-    job.header.update(pred=str(pred_dir.resolve()), gt=str(gt_dir.resolve()), skip_first_last=not args.all_frames)
-    samples = datasets.read_davis(gt_dir, resolution=args.resolution, limit=args.limit)
-    runners.split_by_predictions(pred_dir, samples, args.require_all)  # (refused before --out is written)
-    st = job.store()
-    records, summary = runners.score_video_files(pred_dir, samples, st, skip_first_last=not args.all_frames,
-                                                 require_all=args.require_all)
-    missing = summary["missing_sequences"]
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        print(f"scored {len(samples) - len(missing)} of {len(samples)} sequences; {len(missing)} missing "
-              f"(e.g. {shown}); --require-all to refuse", file=sys.stderr)
-    return st, records, summary
+    def score(self, predictor: Any, samples: list, st: Any, args: argparse.Namespace) -> tuple[list, dict]:
+        raise NotImplementedError
 
 
-def _run_masks(job: _Run):
-    from anyseg.eval import datasets, runners
+class InteractiveProtocol(_PromptableProtocol):
+    """NoC@85/90 and mIoU@k with the standard click simulator."""
 
-    args = job.args
-    pred_dir, gt_dir = _data_dir(args.pred), _data_dir(args.gt)
-    job.header.update(pred=str(pred_dir.resolve()), gt=str(gt_dir.resolve()))
-    mask_dir = gt_dir / "masks" if (gt_dir / "masks").is_dir() else gt_dir
-    gts = datasets.files_by_stem(mask_dir, "ground-truth mask")
-    preds = datasets.files_by_stem(pred_dir, "predicted mask")
-    missing = sorted(set(gts) - set(preds))
-    if missing:
-        raise InputError(f"no prediction for {gts[missing[0]].name} in {pred_dir} (matched by file stem)")
-    iv = _ignore_value(args.ignore_value)
-    job.header["ignore_value"] = args.ignore_value
-    pairs = [(stem, preds[stem], datasets.MaskSample(stem, gts[stem], gts[stem], iv, args.object_id))
-             for stem in list(gts)[: args.limit or None]]
-    st = job.store()
-    return (st, *runners.score_mask_files(pairs, st))
+    name = "interactive"
+    help = "NoC@85/90 and mIoU@k with the standard click simulator"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, help=DATA_HELP)
+        p.add_argument("--max-clicks", type=int, default=20, help=f"clicks per item, 1..{MAX_CLICKS} (default 20)")
+        p.add_argument("--ignore-value", default="auto", help=IGNORE_HELP)
+        p.add_argument("--object-id", type=int, default=None, metavar="K", help=OBJECT_ID_HELP)
+        _common_options(p, _PROMPTABLE_MODEL)
+        p.add_argument("--runtime", default="torch", choices=list(RUNTIMES),
+                       help="inference runtime (default torch: fp32, the reference's numbers; e.g. auto or torch-bf16 "
+                            "to measure what a fast runtime costs in quality)")
+
+    def describe(self, job: EvalJob) -> None:
+        job.header["max_clicks"] = job.args.max_clicks
+
+    def score(self, predictor: Any, samples: list, st: Any, args: argparse.Namespace) -> tuple[list, dict]:
+        from anyseg.eval import runners
+
+        return runners.run_interactive(predictor, samples, st, max_clicks=args.max_clicks)
+
+
+class BoxProtocol(_PromptableProtocol):
+    """IoU/Dice with each ground-truth mask's tight box as the prompt."""
+
+    name = "box"
+    help = "IoU/Dice with each ground-truth mask's tight box as the prompt"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, help=DATA_HELP)
+        p.add_argument("--ignore-value", default="auto", help=IGNORE_HELP)
+        p.add_argument("--object-id", type=int, default=None, metavar="K", help=OBJECT_ID_HELP)
+        _common_options(p, _PROMPTABLE_MODEL)
+        p.add_argument("--runtime", default="torch", choices=list(RUNTIMES), help="inference runtime (default torch)")
+
+    def score(self, predictor: Any, samples: list, st: Any, args: argparse.Namespace) -> tuple[list, dict]:
+        from anyseg.eval import runners
+
+        return runners.run_box(predictor, samples, st)
+
+
+class VideoProtocol(EvalProtocol):
+    """Semi-supervised VOS J&F (the first frame's masks given), as the DAVIS toolkit scores it."""
+
+    name = "video"
+    help = "semi-supervised VOS J&F (first frame's masks given), DAVIS protocol"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, help="DAVIS folder (JPEGImages/ and Annotations/)")
+        p.add_argument("--resolution", default="480p", help="DAVIS resolution folder under JPEGImages/ and Annotations/ (default 480p)")
+        p.add_argument("--all-frames", action="store_true", help="also score the first and last frames")
+        _common_options(p, "video engine: classical, a tracking model's registry name (SAM 2 / 2.1, EdgeTAM, "
+                           "SAM 3) or a local model folder path")
+
+    def run(self, job: EvalJob) -> int:
+        from anyseg.eval import datasets, runners
+        from anyseg.eval.engines import register_video_engines
+
+        args = job.args
+        samples = datasets.read_davis(_data_dir(args.data), resolution=args.resolution, limit=args.limit)
+        register_video_engines()
+        factory = runners.VIDEO_ENGINES.get(args.model) or self.folder_engine(args.model)
+        if factory is None:
+            known = ", ".join(sorted(runners.VIDEO_ENGINES)) or "none installed yet"
+            raise InputError(f"no video engine named {args.model!r} (video engines: {known}, or a local model "
+                             "folder); `anyseg eval masks --video` scores DAVIS-format results from any tool")
+        job.header.update(data=str(Path(args.data).resolve()), skip_first_last=not args.all_frames)
+        st = job.store()
+        return job.report(st, *runners.run_video(factory(args.model), samples, st, skip_first_last=not args.all_frames))
+
+    @staticmethod
+    def folder_engine(model: str) -> Callable[..., Any] | None:
+        """The engine factory of a local video checkpoint folder, checked now (before anything is
+        written); ``None`` when ``model`` is not a path."""
+        from anyseg.eval.engines import tracker_model_engine
+        from anyseg.models.families import VIDEO
+        from anyseg.models.resolver import is_path_like, resolve
+
+        if not is_path_like(model):
+            return None
+        resolve(model, VIDEO)  # a missing folder, no config.json, an unknown or unfitting model type
+        return tracker_model_engine
+
+
+#: what may follow ``NAME:`` in ``eval semantic --model`` (CLIP models: how the class map is made)
+SEMANTIC_METHODS = ("sclip", "maskclip", "masks")
+
+
+class SemanticProtocol(EvalProtocol):
+    """Confusion-matrix mIoU and pixel accuracy of class maps over the data set's class names."""
+
+    name = "semantic"
+    help = "confusion-matrix mIoU and pixel accuracy over class names"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, help="folder with images/ and labels/ (class-id PNGs)")
+        p.add_argument("--classes", required=True, help="comma-separated class names, in label-id order")
+        p.add_argument("--void-id", type=int, default=255, help="label id to ignore (default 255)")
+        _common_options(p, "semantic engine: auto, a text model's registry name or a local model folder path; "
+                           f"a CLIP model as NAME:METHOD ({', '.join(SEMANTIC_METHODS)}; default sclip)")
+
+    def run(self, job: EvalJob) -> int:
+        from anyseg.eval import datasets, runners
+        from anyseg.eval.engines import register_semantic_engines
+
+        args = job.args
+        classes = _semantic_classes(args.classes)
+        samples = datasets.read_semantic(_data_dir(args.data), len(classes), void_id=args.void_id, limit=args.limit)
+        register_semantic_engines()
+        factory = runners.SEMANTIC_ENGINES.get(args.model) or self.folder_engine(args.model)
+        if factory is None:
+            known = ", ".join(sorted(runners.SEMANTIC_ENGINES)) or "none installed yet"
+            raise InputError(f"no semantic engine named {args.model!r} (semantic engines: {known}, or a local "
+                             "model folder)")
+        job.header.update(data=str(Path(args.data).resolve()), classes=classes, void_id=args.void_id)
+        st = job.store()
+        return job.report(st, *runners.run_semantic(factory(args.model, classes), samples, classes, st))
+
+    @staticmethod
+    def folder_engine(model: str) -> Callable[..., Any] | None:
+        """The engine factory of a local model folder (``PATH`` or ``PATH:METHOD``), checked now;
+        ``None`` when ``model`` is not a path."""
+        from anyseg.eval.engines import semantic_engine
+        from anyseg.models.families import LABELS, SEMANTIC
+        from anyseg.models.resolver import is_path_like, resolve
+
+        folder, _, method = model.partition(":")
+        if not is_path_like(folder):
+            return None
+        spec = resolve(folder, SEMANTIC)  # a missing folder, no config.json, an unknown or unfitting model type
+        if method and (method not in SEMANTIC_METHODS or not spec.family_record.has(LABELS)):
+            raise InputError(f"--model {model}: :METHOD ({', '.join(SEMANTIC_METHODS)}) goes with a CLIP model folder")
+        return semantic_engine
+
+
+class MasksProtocol(EvalProtocol):
+    """Masks written by any tool against ground truth: per-image IoU, DAVIS J&F (``--video``) or COCO mask AP."""
+
+    name = "masks"
+    help = "score masks written by any tool against ground truth"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--pred", required=True,
+                       help="predicted masks: NAME.png per image, SEQ/NNNNN.png with --video, or a COCO results JSON")
+        p.add_argument("--gt", required=True,
+                       help="ground truth: a masks folder (or a data folder with masks/), DAVIS, or COCO instances JSON")
+        p.add_argument("--video", action="store_true", help="DAVIS-format video results: J&F")
+        p.add_argument("--ignore-value", default="auto", help=IGNORE_HELP)
+        p.add_argument("--object-id", type=int, default=None, metavar="K", help=OBJECT_ID_HELP + " (not with --video)")
+        p.add_argument("--require-all", action="store_true",
+                       help="with --video: refuse unless every ground-truth sequence has predictions "
+                            "(default: score the sequences present and say how many are missing)")
+        p.add_argument("--resolution", default="480p", help="with --video: DAVIS resolution folder (default 480p)")
+        p.add_argument("--all-frames", action="store_true", help="with --video: also score the first and last frames")
+        _common_options(p, None)
+
+    @staticmethod
+    def source(args: argparse.Namespace) -> str:
+        """What the inputs are: ``coco`` (a ``.json`` on either side), ``video`` (``--video``: DAVIS
+        folders) or ``files`` (a mask file per image)."""
+        if Path(args.pred).suffix.lower() == ".json" or Path(args.gt).suffix.lower() == ".json":
+            return "coco"
+        return "video" if args.video else "files"
+
+    def run(self, job: EvalJob) -> int:
+        return {"coco": self.run_coco, "video": self.run_video, "files": self.run_files}[self.source(job.args)](job)
+
+    @staticmethod
+    def run_coco(job: EvalJob) -> int:
+        """COCO mask AP/AR of a results JSON against instances JSON (summary only; no per-item store)."""
+        from anyseg.eval.coco_eval import coco_mask_ap
+        from anyseg.eval.report import format_table
+
+        args = job.args
+        stats = coco_mask_ap(args.gt, args.pred)  # the results file is read with size caps and checks
+        print(format_table({k: round(float(v), 4) for k, v in stats.items()}))
+        if args.out:
+            from anyseg.io.atomic import write_json
+
+            write_json(Path(args.out) / "summary.json", {"header": dict(job.header, kind="masks-coco", pred=args.pred,
+                                                                         gt=args.gt), "summary": stats})
+        return 0
+
+    @staticmethod
+    def run_video(job: EvalJob) -> int:
+        """J&F of DAVIS-format result folders; sequences without predictions are said (or refused)."""
+        from anyseg.eval import datasets, runners
+
+        args = job.args
+        pred_dir, gt_dir = _data_dir(args.pred), _data_dir(args.gt)
+        job.header.update(pred=str(pred_dir.resolve()), gt=str(gt_dir.resolve()), skip_first_last=not args.all_frames)
+        samples = datasets.read_davis(gt_dir, resolution=args.resolution, limit=args.limit)
+        runners.split_by_predictions(pred_dir, samples, args.require_all)  # (refused before --out is written)
+        st = job.store()
+        records, summary = runners.score_video_files(pred_dir, samples, st, skip_first_last=not args.all_frames,
+                                                     require_all=args.require_all)
+        missing = summary["missing_sequences"]
+        if missing:
+            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            print(f"scored {len(samples) - len(missing)} of {len(samples)} sequences; {len(missing)} missing "
+                  f"(e.g. {shown}); --require-all to refuse", file=sys.stderr)
+        return job.report(st, records, summary, kind="video-masks")
+
+    @staticmethod
+    def run_files(job: EvalJob) -> int:
+        """IoU/Dice of one predicted mask file per ground-truth mask, paired by file stem."""
+        from anyseg.eval import datasets, runners
+
+        args = job.args
+        pred_dir, gt_dir = _data_dir(args.pred), _data_dir(args.gt)
+        job.header.update(pred=str(pred_dir.resolve()), gt=str(gt_dir.resolve()))
+        mask_dir = gt_dir / "masks" if (gt_dir / "masks").is_dir() else gt_dir
+        gts = datasets.files_by_stem(mask_dir, "ground-truth mask")
+        preds = datasets.files_by_stem(pred_dir, "predicted mask")
+        missing = sorted(set(gts) - set(preds))
+        if missing:
+            raise InputError(f"no prediction for {gts[missing[0]].name} in {pred_dir} (matched by file stem)")
+        iv = _ignore_value(args.ignore_value)
+        job.header["ignore_value"] = args.ignore_value
+        pairs = [(stem, preds[stem], datasets.MaskSample(stem, gts[stem], gts[stem], iv, args.object_id))
+                 for stem in list(gts)[: args.limit or None]]
+        st = job.store()
+        return job.report(st, *runners.score_mask_files(pairs, st))
+
+
+#: every ``anyseg eval KIND``, in ``--help`` order
+PROTOCOLS: tuple[EvalProtocol, ...] = (InteractiveProtocol(), BoxProtocol(), VideoProtocol(), SemanticProtocol(),
+                                       MasksProtocol())
+KINDS = tuple(protocol.name for protocol in PROTOCOLS)
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``eval`` and one sub-command per protocol of :data:`PROTOCOLS` to the ``anyseg`` sub-commands."""
+    ev = sub.add_parser("eval", help="evaluate a model (or masks from any tool) with the field's protocols")
+    esub = ev.add_subparsers(dest="eval_command", metavar="KIND", parser_class=type(ev))
+    esub.required = True
+    for protocol in PROTOCOLS:
+        protocol.add_parser(esub)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the options, then run the protocol ``args.eval_command`` names, measuring its peak memory."""
+    from anyseg.eval.perf import RSSMonitor
+
+    check_options(args)
+    protocol = next(p for p in PROTOCOLS if p.name == args.eval_command)
+    with RSSMonitor(interval_s=0.05) as monitor:
+        return protocol.run(EvalJob(args, monitor))

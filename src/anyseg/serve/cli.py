@@ -26,7 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--model", default="auto", help="promptable model name (default auto: best present, else classical)")
+    p.add_argument("--model", default="auto", metavar="NAME|PATH",
+                   help="promptable model: registry name or local model folder path (default auto: best present, "
+                        "else classical)")
     p.add_argument("--weights", metavar="PATH", help="transformers weights folder for --model")
     p.add_argument("--db", default="sqlite:///anyseg.db", metavar="URL",
                    help="SQLAlchemy database URL (default sqlite:///anyseg.db; PostgreSQL: postgresql+psycopg://user@host/db, with pip install psycopg)")
