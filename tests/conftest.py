@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Debian's chromium (``scripts/install_browser.sh``), driven by Playwright in the browser tests
+CHROMIUM = Path("/usr/bin/chromium")
 SHARED_DATA = Path(os.environ.get("ANYSEG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
@@ -31,3 +33,18 @@ def _isolated_model_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("ANYSEG_MODELS", raising=False)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless chromium launched through Playwright, one per test module; skips (with the
+    reason) when the ``playwright`` package or :data:`CHROMIUM` is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (run scripts/install_browser.sh to install Debian's chromium)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()

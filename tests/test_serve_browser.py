@@ -23,7 +23,7 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 mask_util = pytest.importorskip("pycocotools.mask", reason="pycocotools is not installed")
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed")
 
@@ -103,19 +103,9 @@ def token_server(tmp_path_factory):
     thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+def page(chromium):  # chromium: tests/conftest.py
+    ctx = chromium.new_context(viewport={"width": 1280, "height": 900})
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))

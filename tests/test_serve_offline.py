@@ -20,7 +20,6 @@ import re
 import socket
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -40,7 +39,6 @@ from anyseg.serve.reqlog import printable_path
 BASE = "http://127.0.0.1"
 OWN_HOSTS = {"127.0.0.1", "localhost", "::1", "testserver"}
 TOKEN = "offline-test-token-0123456789"
-CHROMIUM = Path("/usr/bin/chromium")
 
 needs_assets = pytest.mark.skipif(docs_mod.docs_assets_dir() is None,
                                   reason=f"the {docs_mod.DOCS_REQUIREMENT!r} package is not installed")
@@ -337,24 +335,11 @@ def _start(app):
     return srv, thread, f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module")
-def offline_browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (run scripts/install_browser.sh to install Debian's chromium)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 @needs_assets
-def test_docs_render_in_a_browser_with_the_network_blocked(offline_browser, classical, tmp_path):
+def test_docs_render_in_a_browser_with_the_network_blocked(chromium, classical, tmp_path):
     app = create_app(predictor=classical, db_url=f"sqlite:///{tmp_path / 'a.db'}")
     srv, thread, base = _start(app)
-    ctx = offline_browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx = chromium.new_context(viewport={"width": 1280, "height": 900})
     blocked, loaded, errors = [], [], []
 
     def route(r):

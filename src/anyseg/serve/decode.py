@@ -1,5 +1,8 @@
 """What the service decodes from clients: uploaded images, RLE masks, file names.
 
+The file-name and label sanitizers (:func:`base_name`, :func:`safe_name`, :func:`one_line_label`)
+live in :mod:`anyseg.io.export`, whose exporters apply them on the way out; they are re-exported here.
+
 Each function maps the project's one-line errors to the right HTTP status
 (:class:`~anyseg.serve.errors.ApiError`): a non-image 415, an image or mask over the pixel
 limit 413, anything corrupt, truncated or of the wrong size 400.
@@ -8,13 +11,12 @@ limit 413, anything corrupt, truncated or of the wrong size 400.
 from __future__ import annotations
 
 import re
-import unicodedata
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
 from anyseg.errors import InputError
+from anyseg.io.export import base_name, one_line_label, safe_name  # the exporters' sanitizers, used here too
 from anyseg.serve.errors import ApiError
 
 __all__ = ["FORMATS", "ID_RE", "MIME", "base_name", "check_id", "decode_upload", "normalise_rle", "one_line_label",
@@ -26,7 +28,6 @@ ID_RE = re.compile(r"[0-9a-f]{16}")
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp",
         "TIFF": "image/tiff", "GIF": "image/gif"}
-_MAX_NAME = 255
 
 
 def check_id(image_id: str) -> str:
@@ -65,26 +66,3 @@ def normalise_rle(rle: Any, size: tuple[int, int], max_pixels: int) -> tuple[dic
         return canonical, rle_mod.decode(canonical, size=size, max_pixels=limit)
     except InputError as e:
         raise ApiError(400, f"bad RLE: {e}") from None
-
-
-def _printable(text: str) -> str:
-    return "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
-
-
-def base_name(name: object, default: str = "image") -> str:
-    """The last component of a client's file name (POSIX or Windows), one printable line, never ``..``."""
-    text = _printable(str(name or ""))
-    last = PureWindowsPath(PurePosixPath(text.replace("\\", "/")).name).name.strip()
-    if last in ("", ".", ".."):
-        return default
-    return last[-_MAX_NAME:]
-
-
-def safe_name(name: str) -> str:
-    """``name`` reduced to ``[A-Za-z0-9._-]`` for names inside exported archives and headers."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "image"
-
-
-def one_line_label(label: str) -> str:
-    """A stored label as one line of printable text (rows saved before labels were validated)."""
-    return " ".join(_printable(str(label)).split()) or "object"

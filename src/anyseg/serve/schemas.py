@@ -19,7 +19,7 @@ from anyseg.tasks.everything import MAX_CROP_LAYERS, MAX_POINTS_PER_BATCH, MAX_P
 
 __all__ = [
     "MAX_ID", "MAX_METADATA_BYTES", "MAX_METADATA_DEPTH", "MAX_PHRASES", "MAX_POINTS", "AnnotationIn",
-    "AnnotationOut", "AnnotationPatch", "Deleted", "EverythingBody", "Health", "ImageInfo", "MaskItem",
+    "AnnotationOut", "AnnotationPatch", "Deleted", "EverythingBody", "ExportFormat", "Health", "ImageInfo", "MaskItem",
     "MasksResult", "PredictBody", "PredictResult", "ProjectIn", "ProjectOut", "Rle", "TextBody",
 ]
 
@@ -194,3 +194,10 @@ class AnnotationOut(BaseModel):
 
 class Deleted(BaseModel):
     deleted: int
+
+
+class ExportFormat(BaseModel):
+    name: str = Field(..., description="the value of ?format= in /api/projects/{pid}/export")
+    description: str
+    media_type: str = Field(..., description="Content-Type of the download")
+    suffix: str = Field(..., description="suffix of the download's file name (.json, .zip)")
