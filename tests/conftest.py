@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# the shared helper modules of the test files: their asserts get pytest's detailed messages too
+pytest.register_assert_rewrite("_bounds", "_hostile_masks", "_serve_hostile", "_track_runs")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Debian's chromium (``scripts/install_browser.sh``), driven by Playwright in the browser tests
 CHROMIUM = Path("/usr/bin/chromium")

@@ -32,6 +32,8 @@ from anyseg.models.classical import (
 )
 from anyseg.types import Masks, Prompt
 
+from _bounds import bound_error
+
 CHILD_MEMORY = 4 << 30  # bytes of address space for the child
 CHILD_TIMEOUT = 300  # seconds; a safety net against a hang on a shared 2-core machine, never measured
 
@@ -297,9 +299,9 @@ def one_line_error(capsys, *argv) -> str:
 
 
 @pytest.mark.parametrize("args, bound", [
-    (["--points-per-side", "10000"], "--points-per-side must be an integer in 1..128; got 10000"),
-    (["--crop-layers", "50"], "--crop-layers must be an integer in 0..2; got 50"),
-    (["--points-per-batch", "100000"], "--points-per-batch must be an integer in 1..1024; got 100000"),
+    (["--points-per-side", "10000"], bound_error("--points-per-side", 10000)),
+    (["--crop-layers", "50"], bound_error("--crop-layers", 50)),
+    (["--points-per-batch", "100000"], bound_error("--points-per-batch", 100000)),
     (["--min-area", "10000000"], "--min-area must be at most the image's 160x120 = 19200 pixels; got 10000000"),
     (["--max-pixels", "0"], "--max-pixels must be positive"),
 ])

@@ -1,11 +1,12 @@
-"""Hostile input, faults and overload against ``anyseg serve`` (issue 13: classes 2, 4, 5, 7, 8, overload).
+"""Hostile input against ``anyseg serve`` (issue 13: classes 2, 5, 7): bodies, errors, labels and file names.
 
 Every refusal must be a JSON ``{"detail": "one line"}`` with the right status, and the service
 must keep serving afterwards. In-process tests use starlette's TestClient with a stub
-predictor; whatever runs Pillow's native decoders on hostile bytes, streams 200 MB, or gets
-killed runs as a real server in a child process (uvicorn on 127.0.0.1, the classical engine,
-an address-space limit), so that a native crash fails a test instead of killing pytest.
-Work is bounded by counts and sizes; time limits are only safety nets.
+predictor; whatever runs Pillow's native decoders on hostile bytes or streams 200 MB runs as a
+real server in a child process (uvicorn on 127.0.0.1, the classical engine, an address-space
+limit), so that a native crash fails a test instead of killing pytest. Work is bounded by
+counts and sizes; time limits are only safety nets. Hosts, origins, tokens, timeouts and
+overload: test_adversarial_serve_access.py.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import asyncio
 import io
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -30,110 +29,18 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from anyseg import cancel  # noqa: E402
-from anyseg.masks import rle as rle_mod  # noqa: E402
-from anyseg.models.base import Predictor  # noqa: E402
-from anyseg.serve.app import create_app  # noqa: E402
-from anyseg.serve.pool import WorkerPool  # noqa: E402
-from anyseg.types import Embedding, Masks  # noqa: E402
+from _serve_hostile import (  # noqa: E402
+    BASE, SAFETY_S, Stub, assert_json_error, bmp_image, free_port, make_app, png_image, project_with_image,
+    square_rle, strict_json, upload,
+)
 
-BASE = "http://127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
-SAFETY_S = 60  # a safety net against hangs, never what a test measures
-H, W = 48, 64
-
-
-def _png(h: int = H, w: int = W, seed: int = 0) -> bytes:
-    from PIL import Image
-
-    arr = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _bmp(h: int = H, w: int = W) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), (200, 10, 10)).save(buf, format="BMP")
-    return buf.getvalue()
-
-
-def strict_json(text: str):
-    """Parse like a strict client: NaN / Infinity are errors."""
-    def refuse(name):
-        raise ValueError(f"{name} in a response body")
-    return json.loads(text, parse_constant=refuse)
-
-
-def assert_json_error(r, status: int | tuple[int, ...]):
-    statuses = (status,) if isinstance(status, int) else status
-    assert r.status_code in statuses, (r.status_code, r.text[:300])
-    assert r.headers["content-type"].startswith("application/json"), r.headers
-    body = strict_json(r.text)
-    assert isinstance(body["detail"], str) and body["detail"] and "\n" not in body["detail"], body
-    return body
-
-
-class Stub(Predictor):
-    """A predictor that answers at once with a box-shaped mask; ``hang_below_x`` clicks loop until cancelled."""
-
-    name = "stub"
-    family = "sam"
-
-    def __init__(self, hang_below_x: float = -1.0, fail: bool = False):
-        self.hang_below_x = hang_below_x
-        self.fail = fail
-        self.loops_stopped = 0
-        self.checks = 0
-
-    def embed(self, image):
-        return Embedding("stub", image.shape[:2], image.shape[:2], np.zeros(4, np.float32))
-
-    def predict(self, embedding, prompt, multimask=False):
-        if self.fail:
-            raise RuntimeError("a bug in the model code")
-        if prompt.points is not None and prompt.points[0, 0] < self.hang_below_x:
-            try:
-                end = time.monotonic() + SAFETY_S  # "forever" for the test: only cancellation ends it sooner
-                while time.monotonic() < end:
-                    self.checks += 1
-                    cancel.check()
-                    time.sleep(0.005)
-            finally:
-                self.loops_stopped += 1
-        h, w = embedding.original_size
-        m = np.zeros((1, h, w), bool)
-        m[:, 5:20, 5:30] = True
-        return Masks(m, scores=[0.5])
-
-
-def _app(tmp_path, predictor=None, **kw):
-    return create_app(predictor=predictor or Stub(), db_url=f"sqlite:///{tmp_path / 'a.db'}",
-                      data_dir=tmp_path / "data", **kw)
 
 
 @pytest.fixture()
 def client(tmp_path):
-    with TestClient(_app(tmp_path, max_upload_bytes=300_000, max_json_bytes=100_000), base_url=BASE) as c:
+    with TestClient(make_app(tmp_path, max_upload_bytes=300_000, max_json_bytes=100_000), base_url=BASE) as c:
         yield c
-
-
-def _upload(c, data: bytes = None, name: str = "img.png", **kw):
-    return c.post("/api/images", files={"file": (name, _png() if data is None else data, "image/png")}, **kw)
-
-
-def _project_with_image(c) -> tuple[int, str]:
-    iid = _upload(c).json()["id"]
-    pid = c.post("/api/projects", json={"name": "p"}).json()["id"]
-    return pid, iid
-
-
-def _rle() -> dict:
-    m = np.zeros((H, W), bool)
-    m[10:30, 20:40] = True
-    return rle_mod.encode(m)
 
 
 # -- a real server in a child process ---------------------------------------------------------------
@@ -150,14 +57,8 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(folder / "s.db"), str(folder / "data"), str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -269,7 +170,7 @@ def test_real_server_stops_reading_a_200_mb_chunked_body(server):
 
 
 def test_deep_nesting_and_huge_arrays_are_refused(client):
-    pid, iid = _project_with_image(client)
+    pid, iid = project_with_image(client)
     deep = b'{"points": ' + b"[" * 40_000 + b"]" * 40_000 + b"}"
     assert_json_error(client.post(f"/api/images/{iid}/predict", content=deep,
                                   headers={"content-type": "application/json"}), 422)
@@ -279,9 +180,9 @@ def test_deep_nesting_and_huge_arrays_are_refused(client):
         (f"/api/images/{iid}/predict", {"box": [1.0] * 17}),
         (f"/api/images/{iid}/text", {"phrases": ["cat"] * 65}),
         (f"/api/images/{iid}/text", {"phrases": ["x" * 300]}),
-        (f"/api/projects/{pid}/annotations", {"image_id": iid, "label": "a", "rle": _rle(),
+        (f"/api/projects/{pid}/annotations", {"image_id": iid, "label": "a", "rle": square_rle(),
                                               "metadata": {"a": [[[[[[[[[[1]]]]]]]]]]}}),
-        (f"/api/projects/{pid}/annotations", {"image_id": iid, "label": "a", "rle": _rle(),
+        (f"/api/projects/{pid}/annotations", {"image_id": iid, "label": "a", "rle": square_rle(),
                                               "metadata": {"k": "v" * 70_000}}),
         (f"/api/projects/{pid}/annotations", {"image_id": iid, "label": "a",
                                               "rle": {"size": [1] * 20, "counts": "0"}}),
@@ -297,11 +198,11 @@ def test_deep_nesting_and_huge_arrays_are_refused(client):
 
 # == class 5: every error is JSON with the right 4xx ==============================================
 BROKEN_IMAGES = {
-    "truncated-bmp": lambda: _bmp()[:200],
+    "truncated-bmp": lambda: bmp_image()[:200],
     "bmp-bad-header": lambda: b"BM" + struct.pack("<IHHI", 9999, 0, 0, 54) + struct.pack("<I", 7) + b"\0" * 64,
     "bmp-huge-declared": lambda: (b"BM" + struct.pack("<IHHIIiiHHIIiiII", 0, 0, 0, 54, 40, 100_000, 100_000, 1, 24,
                                                       0, 0, 0, 0, 0, 0) + b"\0" * 16),
-    "truncated-png": lambda: _png()[:120],
+    "truncated-png": lambda: png_image()[:120],
     "png-garbage-after-signature": lambda: b"\x89PNG\r\n\x1a\n" + b"\xff" * 300,
     "empty": lambda: b"",
     "text": lambda: b"hello, this is not an image" * 3,
@@ -318,7 +219,7 @@ def test_broken_uploads_are_json_4xx_and_the_connection_stays(server, kind):
 
 
 def test_ids_outside_the_integer_range_are_json_4xx(client):
-    pid, iid = _project_with_image(client)
+    pid, iid = project_with_image(client)
     for bad in (2**70, 2**63, -1, 0, "1e3", "nan"):
         for method, path in (("GET", f"/api/projects/{bad}"), ("DELETE", f"/api/projects/{bad}"),
                              ("GET", f"/api/projects/{bad}/annotations"), ("GET", f"/api/projects/{bad}/export"),
@@ -326,7 +227,7 @@ def test_ids_outside_the_integer_range_are_json_4xx(client):
             r = client.request(method, path, json={"label": "x"} if method == "PATCH" else None)
             assert_json_error(r, (404, 422))
     assert_json_error(client.get(f"/api/projects/{2**63 - 1}"), 404)  # the largest id is merely unknown
-    r = client.post(f"/api/projects/{pid}/annotations", json={"image_id": "f" * 2000, "label": "x", "rle": _rle()})
+    r = client.post(f"/api/projects/{pid}/annotations", json={"image_id": "f" * 2000, "label": "x", "rle": square_rle()})
     assert_json_error(r, 422)
     assert_json_error(client.post("/api/images/" + "0" * 500 + "/predict", json={"points": [[1, 1]]}), 404)
 
@@ -336,8 +237,8 @@ NON_FINITE = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e999"]
 
 @pytest.mark.parametrize("literal", NON_FINITE, ids=[v.decode() for v in NON_FINITE])
 def test_non_finite_numbers_are_refused_and_export_keeps_working(client, literal):
-    pid, iid = _project_with_image(client)
-    rle = json.dumps(_rle()).encode()
+    pid, iid = project_with_image(client)
+    rle = json.dumps(square_rle()).encode()
     bodies = [
         (f"/api/images/{iid}/predict", b'{"points": [[' + literal + b", 5]]}"),
         (f"/api/images/{iid}/predict", b'{"box": [1, 2, 30, ' + literal + b"]}"),
@@ -351,7 +252,7 @@ def test_non_finite_numbers_are_refused_and_export_keeps_working(client, literal
         r = client.post(path, content=raw, headers={"content-type": "application/json"})
         err = assert_json_error(r, 422)  # strict_json: the 422 itself has no NaN
         assert "finite" in err["detail"] or "JSON" in err["detail"], err["detail"]
-    ok = client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": "a", "rle": _rle(),
+    ok = client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": "a", "rle": square_rle(),
                                                                "score": 0.5})
     assert ok.status_code == 201
     r = client.patch(f"/api/annotations/{ok.json()['id']}", content=b'{"score": ' + literal + b"}",
@@ -365,14 +266,14 @@ def test_non_finite_numbers_are_refused_and_export_keeps_working(client, literal
 
 def test_rows_stored_before_validation_still_export(client):
     """NaN scores, control characters in labels and paths in file names from an older database."""
-    pid, iid = _project_with_image(client)
+    pid, iid = project_with_image(client)
     from anyseg.serve.db import AnnotationRow, ImageRow
 
     st = client.app.state.anyseg
     with st.db.session() as s:
         s.get(ImageRow, iid).file_name = "..\\..\\windows\\evil.png"
         for label, score in (("cat\ndog", float("nan")), ("cat", float("inf")), ("bird", 0.25)):
-            s.add(AnnotationRow(project_id=pid, image_id=iid, label=label, rle=_rle(), area=400, score=score,
+            s.add(AnnotationRow(project_id=pid, image_id=iid, label=label, rle=square_rle(), area=400, score=score,
                                 meta={"x": float("nan")}))
     coco = strict_json(client.get(f"/api/projects/{pid}/export").text)
     assert coco["images"][0]["file_name"] == "evil.png"
@@ -389,8 +290,8 @@ def test_rows_stored_before_validation_still_export(client):
 
 def test_unexpected_exception_is_a_json_500_and_the_service_goes_on(tmp_path):
     pred = Stub(fail=True)
-    with TestClient(_app(tmp_path, pred), base_url=BASE) as c:
-        iid = _upload(c).json()["id"]
+    with TestClient(make_app(tmp_path, pred), base_url=BASE) as c:
+        iid = upload(c).json()["id"]
         r = c.post(f"/api/images/{iid}/predict", json={"points": [[3, 3]]})
         assert assert_json_error(r, 500) == {"detail": "internal error: RuntimeError"}
         pred.fail = False
@@ -430,14 +331,14 @@ def _mutations(rng, valid: dict) -> bytes:
 
 def test_fuzzed_bodies_always_get_json_answers_and_never_a_500(client):
     """Mutated predict / annotation / project / text bodies: every answer is JSON, no 5xx, nothing half-written."""
-    pid, iid = _project_with_image(client)
-    aid = client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": "a", "rle": _rle()}).json()["id"]
+    pid, iid = project_with_image(client)
+    aid = client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": "a", "rle": square_rle()}).json()["id"]
     routes = [
         ("POST", f"/api/images/{iid}/predict", {"points": [[30, 20], [5, 5]], "labels": [1, 0], "box": [1, 1, 40, 40],
-                                                 "mask_rle": _rle(), "multimask": False}),
-        ("POST", f"/api/projects/{pid}/annotations", {"image_id": iid, "label": "cat", "rle": _rle(), "score": 0.5,
+                                                 "mask_rle": square_rle(), "multimask": False}),
+        ("POST", f"/api/projects/{pid}/annotations", {"image_id": iid, "label": "cat", "rle": square_rle(), "score": 0.5,
                                                       "metadata": {"by": "fuzz"}}),
-        ("PATCH", f"/api/annotations/{aid}", {"label": "dog", "rle": _rle(), "score": 0.1, "metadata": {"k": 1}}),
+        ("PATCH", f"/api/annotations/{aid}", {"label": "dog", "rle": square_rle(), "score": 0.1, "metadata": {"k": 1}}),
         ("POST", "/api/projects", {"name": "fuzz"}),
         ("POST", f"/api/images/{iid}/text", {"phrases": ["cat"], "model": "auto", "threshold": 0.3}),
     ]
@@ -461,11 +362,11 @@ def test_fuzzed_bodies_always_get_json_answers_and_never_a_500(client):
 # == class 7 (service side): labels and file names ===================================================
 @pytest.mark.parametrize("label", ["cat\ndog", "ca\rt", "a\tb", "nul\x00", "\u202eevil", "  ", "x" * 300])
 def test_labels_with_control_characters_are_refused(client, label):
-    pid, iid = _project_with_image(client)
-    r = client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": label, "rle": _rle()})
+    pid, iid = project_with_image(client)
+    r = client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": label, "rle": square_rle()})
     assert_json_error(r, 422)
     assert_json_error(client.post("/api/projects", json={"name": label}), 422)
-    a = client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": "ok", "rle": _rle()}).json()
+    a = client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": "ok", "rle": square_rle()}).json()
     assert_json_error(client.patch(f"/api/annotations/{a['id']}", json={"label": label}), 422)
     assert [x["label"] for x in client.get(f"/api/projects/{pid}/annotations").json()] == ["ok"]
 
@@ -473,9 +374,9 @@ def test_labels_with_control_characters_are_refused(client, label):
 @pytest.mark.parametrize("name,expected", [("../../../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot.ini"),
                                            ("/abs/path/a.png", "a.png"), ("..", "image"), ("C:evil.png", "evil.png")])
 def test_file_names_are_exported_as_base_names(client, name, expected):
-    iid = _upload(client, name=name).json()["id"]
+    iid = upload(client, name=name).json()["id"]
     pid = client.post("/api/projects", json={"name": "../../x"}).json()["id"]
-    client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": "../cat", "rle": _rle()})
+    client.post(f"/api/projects/{pid}/annotations", json={"image_id": iid, "label": "../cat", "rle": square_rle()})
     assert client.get("/api/images").json()[0]["file_name"] == expected
     coco = client.get(f"/api/projects/{pid}/export").json()
     assert coco["images"][0]["file_name"] == expected
@@ -487,178 +388,3 @@ def test_file_names_are_exported_as_base_names(client, name, expected):
     from anyseg.serve.decode import base_name
 
     assert base_name("dir/a\nb\x00.png") == "a b .png"  # control characters never reach an export
-
-
-# == class 8: hosts, origins, tokens ==================================================================
-def test_unknown_host_is_refused(tmp_path):
-    app = _app(tmp_path)
-    for base in ("http://evil.example", "http://evil.example:8000", "http://127.0.0.1.evil.example"):
-        with TestClient(app, base_url=base) as c:
-            assert "host not allowed" in assert_json_error(c.get("/api/health"), 400)["detail"]
-            assert_json_error(c.get("/"), 400)
-    for base in ("http://127.0.0.1:8123", "http://localhost", "http://[::1]:9"):
-        with TestClient(app, base_url=base) as c:
-            assert c.get("/api/health").status_code == 200
-    with TestClient(_app(tmp_path, allowed_hosts=["annot.lab"]), base_url="http://annot.lab:81") as c:
-        assert c.get("/api/health").status_code == 200
-    with TestClient(_app(tmp_path, allowed_hosts=["*"]), base_url="http://anything.example") as c:
-        assert c.get("/api/health").status_code == 200
-
-
-def test_cross_origin_state_changes_are_refused(tmp_path):
-    with TestClient(_app(tmp_path, cors_origins=["http://trusted.example"]), base_url="http://127.0.0.1:8000") as c:
-        for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {"Origin": "http://127.0.0.1:9999"},
-                        {"Origin": "https://127.0.0.1:8000"}, {"Sec-Fetch-Site": "cross-site"},
-                        {"Sec-Fetch-Site": "same-site"}):
-            assert "cross-origin" in assert_json_error(c.post("/api/projects", json={"name": "x"},
-                                                              headers=headers), 403)["detail"]
-            assert_json_error(_upload(c, headers=headers), 403)  # CSRF of a multipart form
-        assert c.get("/api/projects").json() == [] and c.get("/api/images").json() == []
-        assert c.get("/api/projects", headers={"Origin": "http://evil.example"}).status_code == 200  # reads pass
-        for headers in ({}, {"Origin": "http://127.0.0.1:8000"}, {"Sec-Fetch-Site": "same-origin"},
-                        {"Sec-Fetch-Site": "none"}, {"Origin": "http://trusted.example"}):
-            assert c.post("/api/projects", json={"name": "ok"}, headers=headers).status_code == 201, headers
-        assert _upload(c, headers={"Origin": "http://127.0.0.1:8000", "Sec-Fetch-Site": "same-origin"}).status_code == 200
-
-
-def test_token_is_required_on_the_api_when_set(tmp_path):
-    token = "correct-horse-battery-staple"
-    with TestClient(_app(tmp_path, token=token), base_url=BASE) as c:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token},
-                        {"Authorization": f"Basic {token}"}, {"Authorization": f"Bearer {token}x"}):
-            r = c.get("/api/projects", headers=headers)
-            assert_json_error(r, 401)
-            assert r.headers["www-authenticate"] == "Bearer"
-        assert_json_error(_upload(c), 401)
-        good = {"Authorization": f"Bearer {token}"}
-        assert c.get("/api/projects", headers=good).status_code == 200
-        assert c.post("/api/projects", json={"name": "a"}, headers=good).status_code == 201
-        page = c.get("/")  # the UI itself loads without the token, and no other site may frame it
-        assert page.status_code in (200, 404)
-        assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers[
-            "content-security-policy"]
-        assert c.get("/static/app.js").status_code in (200, 404)
-
-
-def test_a_network_bind_without_a_token_refuses_to_start(monkeypatch, capsys):
-    from anyseg.cli import main
-    from anyseg.serve.security import allowed_hosts_for, is_loopback
-
-    monkeypatch.delenv("ANYSEG_TOKEN", raising=False)
-    port = str(_free_port())
-    for host in ("0.0.0.0", "::", "192.0.2.1"):
-        assert main(["serve", "--host", host, "--port", port, "--model", "classical"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("anyseg: error: ") and "token" in err and "\n" not in err
-    monkeypatch.setenv("ANYSEG_TOKEN", "short")
-    assert main(["serve", "--host", "0.0.0.0", "--port", port, "--model", "classical"]) == 2
-    assert "at least 16" in capsys.readouterr().err
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.3.4.5")
-    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
-    assert set(allowed_hosts_for("127.0.0.1")) == {"127.0.0.1", "localhost", "::1"}
-    assert "annot.lab" in allowed_hosts_for("0.0.0.0", ["Annot.Lab."])
-
-
-# == class 4 (service side): a timed-out job frees its worker =======================================
-def test_a_timed_out_job_is_cancelled_and_the_next_request_is_served(tmp_path):
-    pred = Stub(hang_below_x=10)
-    with TestClient(_app(tmp_path, pred, workers=1, queue_size=1, request_timeout_s=0.5), base_url=BASE) as c:
-        iid = _upload(c).json()["id"]
-        r = c.post(f"/api/images/{iid}/predict", json={"points": [[3, 3]]})  # loops until cancelled
-        assert "cancelled" in assert_json_error(r, 504)["detail"]
-        for _ in range(3):  # without cancellation the only worker would be busy forever: these would be 504
-            r = c.post(f"/api/images/{iid}/predict", json={"points": [[30, 20]]})
-            assert r.status_code == 200, r.text
-        pool = c.app.state.anyseg.pool
-        assert pred.loops_stopped == 1 and pool.cancelled == 1 and pool.pending == 0
-
-
-def test_a_timed_out_classical_job_stops_at_its_checkpoints(tmp_path, monkeypatch):
-    """The real engine: GrabCut checks the token between cuts, so the timed-out job frees the worker."""
-    from anyseg.models import classical, load_model
-
-    stopped_inside = []
-
-    class Spy:
-        @staticmethod
-        def check():
-            try:
-                cancel.check()
-            except cancel.Cancelled:
-                stopped_inside.append(True)
-                raise
-
-    monkeypatch.setattr(classical, "cancel", Spy)
-    with TestClient(_app(tmp_path, load_model("classical"), workers=1, queue_size=2), base_url=BASE) as c:
-        iid = _upload(c, _png(960, 1280)).json()["id"]
-        pool = c.app.state.anyseg.pool
-        pool.timeout_s = 0.2  # below one 3-candidate GrabCut run with its full-size refinement
-        r = c.post(f"/api/images/{iid}/predict", json={"box": [100, 100, 1100, 800], "multimask": True})
-        assert_json_error(r, 504)
-        pool.timeout_s = SAFETY_S
-        r = c.post(f"/api/images/{iid}/predict", json={"points": [[640, 480]], "multimask": False})
-        assert r.status_code == 200, r.text
-        assert pool.cancelled == 1 and stopped_inside == [True]  # it stopped at a GrabCut checkpoint
-
-
-def test_cancel_token_reaches_the_worker_thread_only():
-    pool = WorkerPool(1, 0, timeout_s=5)
-    seen = []
-
-    async def main():
-        seen.append(cancel.current())  # the event loop's context has no token
-        return await pool.run(lambda: cancel.current() is not None)
-
-    assert asyncio.run(main()) is True and seen == [None]
-    pool.shutdown()
-
-
-# == overload =========================================================================================
-def test_admission_by_expected_wait_and_retry_after():
-    pool = WorkerPool(workers=1, queue_size=8, timeout_s=10)
-    assert pool.expected_wait("predict") == 0
-    pool.record("predict", 4.0)
-    tickets = [pool.admit("predict"), pool.admit("predict")]  # expected to finish after 4 s and 8 s
-    with pytest.raises(Exception) as e:  # the third would finish after 12 s > 10 s: refused though 6 slots are free
-        pool.admit("predict")
-    assert e.value.status_code == 503 and e.value.headers["Retry-After"] == "2"
-    assert pool.admit("upload")  # a kind without an estimate is admitted by count
-    pool.release(tickets.pop())
-    assert pool.admit("predict")
-    full = WorkerPool(workers=2, queue_size=0, timeout_s=10)
-    full.record("predict", 3.0)
-    full.admit("predict"), full.admit("predict")
-    with pytest.raises(Exception) as e:
-        full.admit("predict")
-    assert e.value.status_code == 503 and int(e.value.headers["Retry-After"]) == 2  # one slot frees in ~3/2 s
-
-
-def test_overload_gets_fast_503s_with_retry_after_and_the_admitted_are_served(tmp_path):
-    release = threading.Event()
-
-    class Blocking(Stub):
-        def predict(self, embedding, prompt, multimask=False):
-            release.wait(SAFETY_S)
-            return super().predict(embedding, prompt, multimask)
-
-    app = _app(tmp_path, Blocking(), workers=1, queue_size=2, request_timeout_s=SAFETY_S)
-
-    async def scenario():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
-            iid = (await c.post("/api/images", files={"file": ("a.png", _png(), "image/png")})).json()["id"]
-            tasks = [asyncio.create_task(c.post(f"/api/images/{iid}/predict", json={"points": [[3, 3]]}))
-                     for _ in range(20)]
-            for _ in range(SAFETY_S * 50):
-                await asyncio.sleep(0.02)
-                if sum(t.done() for t in tasks) == 17:
-                    break
-            early = [t.result() for t in tasks if t.done()]
-            release.set()
-            return early, await asyncio.gather(*tasks)
-
-    early, all_ = asyncio.run(scenario())
-    assert len(early) == 17 and all(r.status_code == 503 for r in early)  # answered while the 3 admitted wait
-    for r in early:
-        assert_json_error(r, 503)
-        assert int(r.headers["retry-after"]) >= 1
-    assert sorted(r.status_code for r in all_) == [200] * 3 + [503] * 17

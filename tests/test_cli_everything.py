@@ -11,6 +11,7 @@ from pycocotools.coco import COCO
 
 from anyseg.cli import main
 
+from _bounds import bound_error
 from tiny_models import build_sam2
 
 
@@ -70,11 +71,11 @@ def test_sam2_everything_through_weights(capsys, image_path, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--points-per-side", "0"], "--points-per-side must be an integer in 1..128"),
+    (["--points-per-side", "0"], bound_error("--points-per-side")),
     (["--pred-iou-thresh", "1.5"], "--pred-iou-thresh"),
     (["--stability-thresh", "-0.1"], "--stability-thresh"),
     (["--min-area", "-5"], "--min-area must be an integer >= 0"),
-    (["--crop-layers", "-1"], "--crop-layers must be an integer in 0..2"),
+    (["--crop-layers", "-1"], bound_error("--crop-layers")),
     (["--granularity", "tiny"], "invalid choice"),
 ])
 def test_bad_parameters_are_one_line_errors(capsys, image_path, tmp_path, args, fragment):

@@ -5,7 +5,7 @@ Writer threads save annotations and record the ids the server acknowledged (201)
 server is killed with SIGKILL while they write, restarted on the same database, and every
 acknowledged annotation must be there with its mask, and SQLite's integrity check must pass.
 Bounded in rounds, writes and time; the service listens on loopback only. (The kill -9 test of
-track resume is in tests/test_adversarial_runs.py.)
+track resume is in tests/test_adversarial_kills.py.)
 """
 
 from __future__ import annotations

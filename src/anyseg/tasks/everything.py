@@ -6,7 +6,9 @@ SAM 2's ``SAM2AutomaticMaskGenerator``: prompt the model with a grid of single p
 multimask candidates that pass the quality filters, and remove duplicates with box NMS. The
 pure helpers (grids, crop boxes, stability, edge filter, small-region cleanup) live in
 :mod:`anyseg.masks.amg`. A ``classical`` predictor is dispatched to
-:func:`anyseg.tasks.everything_classical.generate_classical`.
+:func:`anyseg.tasks.everything_classical.generate_classical`. :class:`EverythingParams` and the
+bounds are defined in :mod:`anyseg.tasks.everything_params`, :func:`write_everything` and
+:func:`record_params` in :mod:`anyseg.tasks.everything_write`; all are re-exported here.
 
 Per crop (layer 0 = the whole image; layer ``i``: ``2**i x 2**i`` crops overlapping by
 ``int(crop_overlap_ratio * min(H, W) * 2 / 2**i)`` pixels): embed the crop once; decode its
@@ -43,7 +45,7 @@ granularity                    "all"     "all"     anyseg; which multimask outpu
 =============================  ========  ========  ===========================================
 
 Bounds (the parameters that scale the work; the CLI and the service validate against the same
-constants, here): ``points_per_side`` 1..:data:`MAX_POINTS_PER_SIDE` (128: 16,384 clicks per
+constants, re-exported here): ``points_per_side`` 1..:data:`MAX_POINTS_PER_SIDE` (128: 16,384 clicks per
 crop), explicit ``point_grids`` at most ``MAX_POINTS_PER_SIDE**2`` points per layer,
 ``points_per_batch`` 1..:data:`MAX_POINTS_PER_BATCH` (1024), ``crop_n_layers``
 0..:data:`MAX_CROP_LAYERS` (2: at most 21 crops, as the service), ``crop_n_points_downscale_factor``
@@ -95,8 +97,6 @@ Intended differences from the originals:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -105,27 +105,25 @@ from pycocotools import mask as mask_utils
 from anyseg import cancel
 from anyseg.errors import InputError
 from anyseg.masks.amg import (
-    boxes_inclusive, build_all_layer_point_grids, generate_crop_boxes, is_box_near_crop_edge,
-    postprocess_small_regions, stability_score, uncrop_boxes, uncrop_points,
+    boxes_inclusive, generate_crop_boxes, is_box_near_crop_edge, postprocess_small_regions, stability_score,
+    uncrop_boxes, uncrop_points,
 )
 from anyseg.masks.boxes import box_area, nms
 from anyseg.models.base import GridDecoder, Predictor, check_image
-from anyseg.models.families import EVERYTHING, GRID, families_with, find_family
+from anyseg.models.families import EVERYTHING, GRID, find_family
+# the settings and the writer live in their own modules; re-exported so that this stays the one import
+from anyseg.tasks.everything_params import (
+    GRANULARITIES, GRANULARITY_INDEX, MAX_CROP_LAYERS, MAX_DOWNSCALE_FACTOR, MAX_POINTS_PER_BATCH,
+    MAX_POINTS_PER_SIDE, EverythingParams,
+)
+from anyseg.tasks.everything_write import record_params, write_everything
 from anyseg.types import Masks
 
 __all__ = ["EverythingParams", "generate", "write_everything", "record_params", "GRANULARITIES",
            "GRANULARITY_INDEX", "SORT_KEYS", "MAX_POINTS_PER_SIDE", "MAX_POINTS_PER_BATCH",
            "MAX_CROP_LAYERS", "MAX_DOWNSCALE_FACTOR"]
 
-#: the bounds of the parameters that scale the work (the CLI and the service check these)
-MAX_POINTS_PER_SIDE = 128
-MAX_POINTS_PER_BATCH = 1024
-MAX_CROP_LAYERS = 2
-MAX_DOWNSCALE_FACTOR = 64
-
-GRANULARITIES = ("whole", "part", "subpart", "all")
-#: granularity -> position of the multimask output (SAM's decoder order: small to large)
-GRANULARITY_INDEX = {"subpart": 0, "part": 1, "whole": 2}
+#: the orders :func:`generate` can sort its masks in (descending)
 SORT_KEYS = ("area", "score")
 #: float32 bytes of upscaled logits per chunk, and the most masks per chunk
 _CHUNK_BYTES = 256 << 20
@@ -134,140 +132,6 @@ _MAX_CHUNK = 8
 _M2M_CLAMP = 32.0
 #: most points per decoder call on the CPU (see the module docstring: same results, less time)
 _CPU_DECODE_POINTS = 4
-
-
-def _fail(name: str, expected: str, value: Any) -> InputError:
-    return InputError(f"EverythingParams.{name} must be {expected}; got {value!r}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _check_int(name: str, v: Any, lo: int, hi: int | None) -> None:
-    """An integer in ``lo..hi`` (``hi=None``: no upper bound), or a one-line error naming the bound."""
-    if not _is_int(v) or v < lo or (hi is not None and v > hi):
-        raise _fail(name, f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}", v)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) and np.isfinite(v)
-
-
-@dataclass(frozen=True)
-class EverythingParams:
-    """Settings of :func:`generate` (see the module docstring for each one's origin and defaults).
-
-    Attributes:
-        points_per_side: grid points per side at layer 0 (``None``: give ``point_grids``).
-        point_grids: explicit grids, one ``(K, 2)`` array of XY in ``[0, 1]`` per crop layer
-            (``crop_n_layers + 1`` of them); exclusive with ``points_per_side``.
-        points_per_batch: points per batch: decoded, filtered and upscaled together (on the
-            CPU decoded in calls of 4 to 7 points; see the module docstring).
-        pred_iou_thresh: keep masks whose predicted IoU is ``>`` this (0 disables).
-        stability_score_thresh: keep masks whose stability score is ``>=`` this (0 disables).
-        stability_score_offset: the stability score compares thresholds ``t +- offset``.
-        mask_threshold: logit threshold ``t`` that binarises masks.
-        box_nms_thresh: box IoU above which a lower-IoU mask of the same crop is dropped.
-        crop_n_layers: crop layers beyond the whole image.
-        crop_nms_thresh: box IoU above which a mask from a larger crop is dropped.
-        crop_overlap_ratio: overlap of layer-1 crops as a fraction of the short side.
-        crop_n_points_downscale_factor: layer ``i`` uses ``points_per_side / f**i`` points per side.
-        min_mask_region_area: fill holes and remove islands smaller than this (pixels; 0 disables).
-        use_m2m: refine every candidate once with its own low-res logits as the mask prompt.
-        granularity: which multimask outputs to keep: ``"subpart"`` (decoder output 0),
-            ``"part"`` (1), ``"whole"`` (2) or ``"all"`` (the originals' behaviour).
-    """
-
-    points_per_side: int | None = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    mask_threshold: float = 0.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
-    use_m2m: bool = False
-    granularity: str = "all"
-    point_grids: tuple | None = None
-
-    @classmethod
-    def for_family(cls, family: str, **overrides: Any) -> "EverythingParams":
-        """The reference defaults for ``family``, with overrides: SAM's, updated by the family record's
-        ``everything_defaults`` (SAM 2's ``pred_iou_thresh`` 0.8 for ``sam2``/``edgetam``/``sam3_tracker``)."""
-        record = find_family(family)
-        if record is None or not record.has(EVERYTHING):
-            known = ", ".join(f.name for f in families_with(EVERYTHING))
-            raise InputError(f"unknown model family {family!r}: expected one of {known}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise InputError(f"unknown EverythingParams fields {unknown}: expected some of {sorted(names)}")
-        return cls(**{**record.everything_defaults, **overrides})
-
-    def __post_init__(self) -> None:
-        if self.points_per_side is not None:
-            _check_int("points_per_side", self.points_per_side, 1, MAX_POINTS_PER_SIDE)
-        if (self.points_per_side is None) == (self.point_grids is None):
-            raise InputError("EverythingParams needs exactly one of points_per_side and point_grids; "
-                             f"got points_per_side={self.points_per_side!r} and "
-                             f"point_grids={'None' if self.point_grids is None else 'a list'}")
-        _check_int("points_per_batch", self.points_per_batch, 1, MAX_POINTS_PER_BATCH)
-        _check_int("crop_n_points_downscale_factor", self.crop_n_points_downscale_factor, 1, MAX_DOWNSCALE_FACTOR)
-        _check_int("crop_n_layers", self.crop_n_layers, 0, MAX_CROP_LAYERS)
-        _check_int("min_mask_region_area", self.min_mask_region_area, 0, None)
-        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
-            v = getattr(self, name)
-            if not _is_num(v) or not 0.0 <= v <= 1.0:
-                raise _fail(name, "a number in [0, 1]", v)
-        if not _is_num(self.stability_score_offset) or self.stability_score_offset < 0:
-            raise _fail("stability_score_offset", "a number >= 0", self.stability_score_offset)
-        if not _is_num(self.mask_threshold):
-            raise _fail("mask_threshold", "a finite number", self.mask_threshold)
-        if not _is_num(self.crop_overlap_ratio) or not 0.0 <= self.crop_overlap_ratio < 1.0:
-            raise _fail("crop_overlap_ratio", "a number in [0, 1)", self.crop_overlap_ratio)
-        if not isinstance(self.use_m2m, (bool, np.bool_)):
-            raise _fail("use_m2m", "True or False", self.use_m2m)
-        if self.granularity not in GRANULARITIES:
-            raise _fail("granularity", f"one of {', '.join(GRANULARITIES)}", self.granularity)
-        if self.points_per_side is not None:
-            last = int(self.points_per_side / self.crop_n_points_downscale_factor ** self.crop_n_layers)
-            if last < 1:
-                raise InputError(
-                    f"EverythingParams: crop layer {self.crop_n_layers} would get no points: points_per_side "
-                    f"{self.points_per_side} / crop_n_points_downscale_factor {self.crop_n_points_downscale_factor}"
-                    f"**{self.crop_n_layers} < 1; expected at least 1 point per side in every layer"
-                )
-        else:
-            object.__setattr__(self, "point_grids", self._check_grids(self.point_grids))
-
-    def _check_grids(self, grids: Any) -> tuple:
-        if not isinstance(grids, (list, tuple)) or len(grids) != self.crop_n_layers + 1:
-            n = len(grids) if isinstance(grids, (list, tuple)) else type(grids).__name__
-            raise _fail("point_grids", f"a list of {self.crop_n_layers + 1} grids (one per crop layer)", n)
-        out = []
-        for i, g in enumerate(grids):
-            n = len(g) if hasattr(g, "__len__") else 0
-            if n > MAX_POINTS_PER_SIDE ** 2:
-                raise InputError(f"EverythingParams.point_grids[{i}] has {n} points; expected at most "
-                                 f"{MAX_POINTS_PER_SIDE ** 2} (MAX_POINTS_PER_SIDE**2) per crop layer")
-            arr = np.asarray(g, dtype=np.float64)
-            if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0 or not np.isfinite(arr).all() \
-                    or arr.min() < 0 or arr.max() > 1:
-                raise InputError(f"EverythingParams.point_grids[{i}] must be (K, 2) XY in [0, 1] with K >= 1; "
-                                 f"got shape {'x'.join(map(str, arr.shape))}")
-            out.append(tuple(map(tuple, arr.tolist())))
-        return tuple(out)
-
-    def grids(self) -> list[np.ndarray]:
-        """The normalised point grid of every crop layer."""
-        if self.point_grids is not None:
-            return [np.asarray(g, dtype=np.float64) for g in self.point_grids]
-        return build_all_layer_point_grids(self.points_per_side, self.crop_n_layers, self.crop_n_points_downscale_factor)
 
 
 class _Found:
@@ -509,97 +373,3 @@ def _to_masks(rles: list[dict], cols: dict[str, np.ndarray], size: tuple[int, in
             "multimask_index": cols["index"][order].astype(np.int64),
         },
     )
-
-
-def write_everything(masks: Masks, image: np.ndarray, out_dir: str | Path, stem: str, model: str,
-                     params: EverythingParams, image_path: str | None = None, seconds: float | None = None,
-                     per_mask: bool = False, classes: Sequence[Any] | None = None) -> tuple[dict[str, Any], Path]:
-    """Write a segment-everything result: indexed PNG, overlay, COCO JSON with RLE, run record.
-
-    Files (all staged, then moved into place with the JSON record last): ``STEM_ids.png``
-    (palette PNG, mask ``i`` has value ``i + 1``; only with at most 255 masks, where smaller
-    masks are drawn over larger ones), ``STEM_overlay.png``
-    (:func:`anyseg.masks.overlay.overlay_regions`: each pixel in the colour of its smallest
-    mask, one blend, thin outlines; masks covering more than 95 % of the image left out),
-    ``STEM_coco.json`` (COCO instances with RLE, ``score`` = predicted IoU),
-    ``STEM_maskI.png`` per mask with ``per_mask`` (or when there are more than 255 masks),
-    and ``STEM.json``: model, parameters, timing, ``overlay`` (``{"drawn": D,
-    "skipped_whole_image": K}``) and per-mask score, stability, area and box. The record's
-    ``params`` are the settings the generator used (:func:`record_params`).
-    With ``classes`` (masks labelled by :func:`anyseg.tasks.text.label_masks` with ``keep_all``)
-    the COCO categories are the classes plus ``unlabeled`` (id ``C + 1``) for masks CLIP gave no
-    class, and each mask's record has ``label``, ``class_id`` and ``class_prob``.
-    """
-    from anyseg.version import __version__
-    from anyseg.io.atomic import staged_dir, write_json
-    from anyseg.io.export import save_coco, save_indexed_png, save_mask_pngs, save_region_overlay_png, to_coco
-
-    out_dir = Path(out_dir)
-    files: dict[str, Any] = {}
-    areas = masks.areas  # once: the property sums every mask
-    with staged_dir(out_dir) as stage:
-        if 0 < len(masks) <= 255:
-            # indexed PNG: smaller masks on top, so parts stay visible inside wholes
-            by_area = np.argsort(areas, kind="stable")[::-1]
-            ranks = np.empty(len(masks), dtype=np.float32)
-            ranks[by_area] = np.arange(len(masks), dtype=np.float32)
-            save_indexed_png(masks.with_columns(scores=ranks), stage / f"{stem}_ids.png")
-            files["ids_png"] = f"{stem}_ids.png"
-        if per_mask or len(masks) > 255:
-            files["mask_pngs"] = [p.name for p in save_mask_pngs(masks, stage, stem)]
-        _, overlay_info = save_region_overlay_png(image, masks, stage / f"{stem}_overlay.png")
-        files["overlay_png"] = f"{stem}_overlay.png"
-        categories, cat_ids = _categories(masks, classes)
-        save_coco(to_coco(masks, image_id=1, file_name=Path(image_path or stem).name, categories=categories,
-                          category_ids=cat_ids), stage / f"{stem}_coco.json")
-        files["coco_json"] = f"{stem}_coco.json"
-        record = {
-            "anyseg_version": __version__, "image": image_path, "image_size": list(masks.image_size),
-            "model": model, "task": "everything", "params": record_params(params, model, masks.image_size),
-            "seconds": round(seconds, 3) if seconds is not None else None, "num_masks": len(masks),
-            "overlay": overlay_info, "files": files, "masks": _mask_records(masks, areas),
-        }
-        if classes is not None:
-            record["classes"] = [list(c.names) for c in classes]
-        write_json(stage / f"{stem}.json", record)
-    return record, out_dir / f"{stem}.json"
-
-
-def record_params(params: EverythingParams, model: str, image_size: tuple[int, int]) -> dict[str, Any]:
-    """The ``params`` of a run record: what the generator of ``model`` used on an ``image_size`` image.
-
-    SAM-family models: the fields of ``params`` (``point_grids`` left out). ``classical`` (or
-    ``classical+CLIP``): :func:`anyseg.tasks.everything_classical.classical_params`, with
-    ``min_area`` and ``granularity`` from ``params`` (the only two fields it reads).
-    """
-    from dataclasses import asdict
-
-    if str(model).split("+")[0] == "classical":
-        from anyseg.tasks.everything_classical import classical_params
-
-        return classical_params(image_size, min_area=params.min_mask_region_area, granularity=params.granularity)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items() if k != "point_grids"}
-
-
-def _mask_records(masks: Masks, areas: np.ndarray) -> list[dict[str, Any]]:
-    stability = masks.data.get("stability_score")
-    return [{"index": i, "score": round(float(masks.scores[i]), 6),
-             "stability_score": None if stability is None else round(float(stability[i]), 6),
-             "area": int(areas[i]), "box": [round(float(v), 2) for v in masks.boxes[i]], **_label_fields(masks, i)}
-            for i in range(len(masks))]
-
-
-def _categories(masks: Masks, classes: Sequence[Any] | None) -> tuple[list[dict] | None, list[int] | None]:
-    if classes is None or "class_id" not in masks.data:
-        return None, None
-    cats = [{"id": k + 1, "name": c.label} for k, c in enumerate(classes)] + [{"id": len(classes) + 1, "name": "unlabeled"}]
-    ids = [int(c) + 1 if c >= 0 else len(classes) + 1 for c in masks.data["class_id"]]
-    return cats, ids
-
-
-def _label_fields(masks: Masks, i: int) -> dict[str, Any]:
-    if "class_id" not in masks.data:
-        return {}
-    prob = masks.data.get("class_prob")
-    return {"label": str(masks.labels[i]) if masks.labels is not None else "", "class_id": int(masks.data["class_id"][i]),
-            "class_prob": None if prob is None else round(float(prob[i]), 6)}

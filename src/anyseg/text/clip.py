@@ -1,7 +1,9 @@
 """CLIP for open vocabulary: labelling masks, and training-free dense CLIP (MaskCLIP / SCLIP).
 
 CLIP (Radford et al. 2021) is run through transformers' ``CLIPModel``; the pre-processing is
-done here with OpenCV and torch (transformers' CLIP image processor is not used).
+done here with OpenCV and torch (transformers' CLIP image processor is not used). The
+model-free helpers (:func:`mask_crop`, :func:`crop_box`, :func:`sliding_windows`,
+:func:`vote_in_masks`) live in :mod:`anyseg.text.clip_geometry` and are re-exported here.
 
 * **text** (:meth:`ClipModel.text_embeddings`): every name of a class (its label and its
   synonyms) is put in every prompt template (:data:`~anyseg.text.vocab.TEMPLATES`, the
@@ -71,6 +73,10 @@ from anyseg import cancel
 from anyseg.errors import InputError
 from anyseg.models.base import check_image
 from anyseg.models.registry import ModelSpec
+# the model-free helpers live in their own module; re-exported so that this stays the one import
+from anyseg.text.clip_geometry import (
+    BACKGROUNDS, BLUR_SIGMA, as_mask_stack, crop_box, mask_crop, resize_image, sliding_windows, vote_in_masks,
+)
 from anyseg.text.vocab import TEMPLATES, ClassName, warn_truncated
 from anyseg.types import Masks
 
@@ -83,151 +89,10 @@ __all__ = ["load_clip", "ClipModel", "vote_in_masks", "mask_crop", "crop_box", "
 #: CLIP's normalisation (OpenAI's ``clip.py``; the hub checkpoints' ``preprocessor_config.json``)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-#: Gaussian blur standard deviation for ``background="blur"``, as a fraction of the square crop's side
-BLUR_SIGMA = 0.05
 #: dense methods accepted by :meth:`ClipModel.dense_logits`
 METHODS = ("maskclip", "sclip")
-#: background treatments accepted by :meth:`ClipModel.classify_masks`
-BACKGROUNDS = ("blur", "grey", "none")
 #: ratio of the longest to the shortest resized side in :meth:`ClipModel.dense_logits` (mmseg's 2048 / 336)
 MAX_ASPECT = 6
-
-
-# -- geometry helpers (pure numpy / OpenCV) ---------------------------------------------------
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an ``(h, w[, c])`` array to ``size = (H, W)``: area when shrinking, bicubic when enlarging."""
-    import cv2
-
-    h, w = image.shape[:2]
-    if (h, w) == tuple(size):
-        return image
-    shrink = size[0] * size[1] < h * w
-    out = cv2.resize(image, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-    if image.dtype == np.float32:
-        out = np.clip(out, 0.0, 1.0)  # bicubic overshoots; masks are alpha values in [0, 1]
-    return out
-
-
-def crop_box(mask: np.ndarray, margin: float = 0.1) -> tuple[int, int, int, int] | None:
-    """Integer XYXY pixel box (``x1``, ``y1`` exclusive) of a mask's tight box enlarged by ``margin``.
-
-    Each side moves out by ``margin`` times the box's width (left/right) or height (top/bottom),
-    rounded outwards, then the box is clipped to the image. ``None`` for an empty mask.
-    """
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    dx, dy = margin * (x1 - x0), margin * (y1 - y0)
-    h, w = mask.shape
-    return (max(0, math.floor(x0 - dx)), max(0, math.floor(y0 - dy)),
-            min(w, math.ceil(x1 + dx)), min(h, math.ceil(y1 + dy)))
-
-
-def mask_crop(image: np.ndarray, mask: np.ndarray, background: str = "blur", margin: float = 0.1,
-              size: int | None = None, fill: Sequence[int] = (123, 117, 104)) -> np.ndarray | None:
-    """The square crop of one mask that :meth:`ClipModel.classify_masks` shows CLIP.
-
-    Args:
-        image: ``(H, W, 3)`` uint8 RGB.
-        mask: ``(H, W)`` bool.
-        background: ``"blur"``, ``"grey"`` or ``"none"``: what the pixels outside the mask become.
-        margin: context around the mask's box, as a fraction of the box's width / height per side.
-        size: side of the returned square in pixels; ``None`` keeps the crop's resolution
-            (the square's side is then the crop's longest side).
-        fill: uint8 RGB colour of the padding (and of the background for ``"grey"``):
-            the model's normalisation mean.
-
-    Returns:
-        ``(side, side, 3)`` uint8: the box of :func:`crop_box`, padded to a square with ``fill``
-        (centred: ``(side - h) // 2`` rows above, the rest below; likewise for columns), resized
-        to ``size``, with the background treated. ``None`` for an empty mask.
-    """
-    import cv2
-
-    if background not in BACKGROUNDS:
-        raise InputError(f"unknown background {background!r}; expected one of {', '.join(BACKGROUNDS)}")
-    box = crop_box(mask, margin)
-    if box is None:
-        return None
-    x0, y0, x1, y1 = box
-    crop = image[y0:y1, x0:x1]
-    alpha = mask[y0:y1, x0:x1].astype(np.float32)
-    h, w = crop.shape[:2]
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    square = np.empty((side, side, 3), dtype=np.uint8)
-    square[:] = np.asarray(fill, dtype=np.uint8)
-    square[top:top + h, left:left + w] = crop
-    a = np.zeros((side, side), dtype=np.float32)
-    a[top:top + h, left:left + w] = alpha
-    if size is not None:
-        square, a = _resize(square, (size, size)), _resize(a, (size, size))
-    if background == "none":
-        return square
-    if background == "grey":
-        back = np.empty_like(square)
-        back[:] = np.asarray(fill, dtype=np.uint8)
-    else:  # blur
-        sigma = max(1.0, BLUR_SIGMA * square.shape[0])
-        back = cv2.GaussianBlur(square, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
-    a = a[..., None]
-    out = a * square.astype(np.float32) + (1.0 - a) * back.astype(np.float32)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def sliding_windows(height: int, width: int, size: int, stride: int) -> list[tuple[int, int, int, int]]:
-    """``(y0, x0, y1, x1)`` windows of ``min(size, height) x min(size, width)`` pixels every ``stride``.
-
-    As mmseg's ``slide_inference`` (used by SCLIP): ``1 + ceil((L - size) / stride)`` windows
-    per axis, the last one shifted back to end at the edge, so the windows cover every pixel.
-    """
-    def starts(length: int) -> list[int]:
-        n = max(length - size + stride - 1, 0) // stride + 1
-        return sorted({max(min(i * stride + size, length) - size, 0) for i in range(n)})
-
-    wh, ww = min(size, height), min(size, width)
-    return [(y, x, y + wh, x + ww) for y in starts(height) for x in starts(width)]
-
-
-def _as_masks(masks: Masks | np.ndarray, size: tuple[int, int], what: str = "masks") -> np.ndarray:
-    """``(N, H, W)`` bool from a :class:`Masks` or an array, checked against the image size."""
-    arr = masks.masks if isinstance(masks, Masks) else np.asarray(masks)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise InputError(f"{what} must have shape (N, H, W); got {'x'.join(map(str, arr.shape))}")
-    if tuple(arr.shape[1:]) != tuple(size):
-        raise InputError(f"{what} are {arr.shape[2]}x{arr.shape[1]} but the image is {size[1]}x{size[0]} (W x H)")
-    return arr if arr.dtype == bool else arr > 0
-
-
-def vote_in_masks(logits: np.ndarray, masks: Masks | np.ndarray) -> np.ndarray:
-    """Dense class scores made constant inside each mask: ``(C, H, W)`` float32.
-
-    Every pixel of a mask gets the mask's mean score per class (the mean over all of the
-    mask's pixels of the input ``logits``). Masks are painted from the largest to the smallest
-    area, so where masks overlap the smallest mask's mean wins (the most specific region);
-    pixels in no mask, and empty masks, leave the input scores unchanged. The input is not
-    modified.
-    """
-    logits = np.asarray(logits, dtype=np.float32)
-    if logits.ndim != 3:
-        raise InputError(f"logits must have shape (C, H, W); got {'x'.join(map(str, logits.shape))}")
-    m = _as_masks(masks, logits.shape[1:])
-    areas = m.sum(axis=(1, 2))
-    owner = np.full(logits.shape[1:], -1, dtype=np.int64)
-    for i in np.argsort(-areas, kind="stable"):
-        if areas[i]:
-            owner[m[i]] = i
-    means = np.zeros((logits.shape[0], len(m)), dtype=np.float32)
-    for i in np.flatnonzero(areas):
-        means[:, i] = logits[:, m[i]].mean(axis=1)
-    inside = owner >= 0
-    out = logits.copy()
-    out[:, inside] = means[:, owner[inside]]
-    return out
 
 
 # -- the model ---------------------------------------------------------------------------------
@@ -382,7 +247,7 @@ class ClipModel:
             top, left = (side - h) // 2, (side - w) // 2
             square[top:top + h, left:left + w] = crop
             crop = square
-        return _resize(crop, (self.image_size, self.image_size))
+        return resize_image(crop, (self.image_size, self.image_size))
 
     def image_embeddings(self, crops: Sequence[np.ndarray]) -> "torch.Tensor":
         """``(N, D)`` float32 L2-normalised image embeddings of ``(h, w, 3)`` uint8 RGB crops.
@@ -428,7 +293,7 @@ class ClipModel:
             margin = math.nan
         if not 0 <= margin < math.inf:
             raise InputError(f"margin must be a number >= 0 (a fraction of the mask's box); got {given!r}")
-        m = _as_masks(masks, image.shape[:2])
+        m = as_mask_stack(masks, image.shape[:2])
         text = self.text_embeddings(classes, templates)
         probs = np.full((len(m), len(classes)), 1.0 / len(classes), dtype=np.float32)
         # crop and embed in chunks so that at most `batch_size` crops are held at once
@@ -517,7 +382,7 @@ class ClipModel:
         H, W = image.shape[:2]
         scale = min(window / min(H, W), MAX_ASPECT * window / max(H, W))
         rh, rw = max(1, int(round(H * scale))), max(1, int(round(W * scale)))
-        pixels = self._normalise(_resize(image, (rh, rw))[None])
+        pixels = self._normalise(resize_image(image, (rh, rw))[None])
         wins = sliding_windows(rh, rw, self.image_size, int(stride))
         wh, ww = wins[0][2] - wins[0][0], wins[0][3] - wins[0][1]
         p = self.patch_size
