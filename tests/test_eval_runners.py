@@ -202,7 +202,7 @@ def test_eval_masks_video_and_missing_frames(capsys, tmp_path):
 def test_eval_video_and_semantic_take_registered_engines(capsys, tmp_path, monkeypatch):
     root = _davis(tmp_path / "davis")
 
-    def oracle_factory(name):
+    def oracle_factory(name, weights=None, device=None):
         def engine(sample, first):
             assert set(first) == {1, 2}  # the first frame's objects are given
             for t in range(len(sample)):
@@ -216,6 +216,10 @@ def test_eval_video_and_semantic_take_registered_engines(capsys, tmp_path, monke
     assert "J&F-Mean" in stdout
     code, _, err = run(capsys, "eval", "video", "--model", "nope", "--data", root, "--out", tmp_path / "v2")
     assert code == 2 and "no video engine named 'nope'" in err
+    code, _, err = run(capsys, "eval", "video", "--model", "classical", "--weights", tmp_path, "--data", root,
+                       "--out", tmp_path / "v3")
+    assert code == 2 and "classical video engine has no weights" in err  # never silently ignored
+    assert not (tmp_path / "v3").exists()  # the error came before anything was written
 
     sem = tmp_path / "sem"
     (sem / "images").mkdir(parents=True)
@@ -224,7 +228,7 @@ def test_eval_video_and_semantic_take_registered_engines(capsys, tmp_path, monke
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(sem / "images" / "a.png")
     Image.fromarray(labels).save(sem / "labels" / "a.png")
     monkeypatch.setitem(runners.SEMANTIC_ENGINES, "oracle",
-                        lambda name, classes: (lambda image: np.where(labels == 9, 0, labels)))
+                        lambda name, classes, weights=None, device=None: (lambda image: np.where(labels == 9, 0, labels)))
     code, stdout, err = run(capsys, "eval", "semantic", "--model", "oracle", "--data", sem, "--classes", "a,b,c",
                             "--void-id", "9", "--out", tmp_path / "s")
     assert code == 0, err

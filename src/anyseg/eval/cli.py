@@ -316,8 +316,9 @@ class VideoProtocol(EvalProtocol):
             raise InputError(f"no video engine named {args.model!r} (video engines: {known}, or a local model "
                              "folder); `anyseg eval masks --video` scores DAVIS-format results from any tool")
         job.header.update(data=str(Path(args.data).resolve()), skip_first_last=not args.all_frames)
+        engine = factory(args.model, weights=args.weights, device=args.device)  # errors before anything is written
         st = job.store()
-        return job.report(st, *runners.run_video(factory(args.model), samples, st, skip_first_last=not args.all_frames))
+        return job.report(st, *runners.run_video(engine, samples, st, skip_first_last=not args.all_frames))
 
     @staticmethod
     def folder_engine(model: str) -> Callable[..., Any] | None:
@@ -364,8 +365,9 @@ class SemanticProtocol(EvalProtocol):
             raise InputError(f"no semantic engine named {args.model!r} (semantic engines: {known}, or a local "
                              "model folder)")
         job.header.update(data=str(Path(args.data).resolve()), classes=classes, void_id=args.void_id)
+        engine = factory(args.model, classes, weights=args.weights, device=args.device)  # errors before anything is written
         st = job.store()
-        return job.report(st, *runners.run_semantic(factory(args.model, classes), samples, classes, st))
+        return job.report(st, *runners.run_semantic(engine, samples, classes, st))
 
     @staticmethod
     def folder_engine(model: str) -> Callable[..., Any] | None:

@@ -49,24 +49,33 @@ def tracker_engine(tracker: Any) -> VideoEngine:
     return engine
 
 
-def davis_engine(model_name: str = "classical", **options: Any) -> VideoEngine:
+def davis_engine(model_name: str = "classical", weights: str | None = None, device: str | None = None,
+                 **options: Any) -> VideoEngine:
     """The ``classical`` video engine: the first frame's masks as prompts, then forward propagation.
 
     ``model_name`` is the engine's name (the factory signature of
     :data:`~anyseg.eval.runners.VIDEO_ENGINES`); ``options`` go to
     :class:`~anyseg.video.classical.ClassicalTracker` (the defaults are what ``anyseg eval
-    video --model classical`` runs).
+    video --model classical`` runs). The classical engine has no weights and runs on the CPU:
+    ``--weights`` is an error, a ``--device`` other than ``cpu`` too (never silently ignored).
     """
+    from anyseg.errors import InputError
     from anyseg.video.classical import ClassicalTracker
+
+    if weights is not None:
+        raise InputError("the classical video engine has no weights: --weights goes with a tracking model")
+    if device not in (None, "cpu"):
+        raise InputError(f"the classical video engine runs on the CPU; got --device {device}")
 
     return tracker_engine(ClassicalTracker(**options))
 
 
-def tracker_model_engine(name: str) -> VideoEngine:
-    """The video engine of the tracking model ``name`` (:func:`anyseg.video.session.load_tracker`)."""
+def tracker_model_engine(name: str, weights: str | None = None, device: str | None = None) -> VideoEngine:
+    """The video engine of the tracking model ``name`` (a registry name or a local folder), with
+    ``--weights`` and ``--device`` (:func:`anyseg.video.session.load_tracker`)."""
     from anyseg.video.session import load_tracker
 
-    return tracker_engine(load_tracker(name))
+    return tracker_engine(load_tracker(name, weights=weights, device=device))
 
 
 def register_video_engines() -> None:
@@ -81,14 +90,15 @@ def register_video_engines() -> None:
 
 
 # -- semantic ----------------------------------------------------------------------------------------
-def semantic_engine(model: str, class_names: Sequence[str]) -> SemanticEngine:
+def semantic_engine(model: str, class_names: Sequence[str], weights: str | None = None,
+                    device: str | None = None) -> SemanticEngine:
     """``anyseg eval semantic --model NAME[:METHOD]``: a class map over the data set's class names."""
     from anyseg.tasks.text import load_semantic_backend, semantic_map
     from anyseg.text.vocab import parse_classes
 
     classes = parse_classes(list(class_names), "data set classes")
     model_name, _, method = model.partition(":")
-    backend = load_semantic_backend(model_name or "auto", method=method or "sclip")
+    backend = load_semantic_backend(model_name or "auto", method=method or "sclip", weights=weights, device=device)
 
     def engine(image: np.ndarray) -> np.ndarray:
         return semantic_map(image, classes, backend)

@@ -20,24 +20,26 @@ from anyseg.eval.datasets import MaskSample, SemanticSample, VideoSample, read_o
 from anyseg.eval.store import ResultStore
 
 #: A video engine: ``(sample, first-frame object masks {id: (H, W) bool}) -> iterator of
-#: (frame index, {id: (H, W) bool})`` for every frame. Factories take the model name.
+#: (frame index, {id: (H, W) bool})`` for every frame. Factories take the model name and the
+#: keywords ``weights`` and ``device`` (``--weights``, ``--device``; ``None`` = the defaults).
 VideoEngine = Callable[[VideoSample, dict[int, np.ndarray]], Iterable[tuple[int, dict[int, np.ndarray]]]]
-VIDEO_ENGINES: dict[str, Callable[[str], VideoEngine]] = {}
+VIDEO_ENGINES: dict[str, Callable[..., VideoEngine]] = {}
 
 #: value a semantic engine writes for pixels it leaves unlabeled (counted as misses)
 UNLABELED = 255
 
 #: A semantic engine: ``image -> (H, W) int class ids`` over the given class names, or
-#: :data:`UNLABELED` where it declines to label.
+#: :data:`UNLABELED` where it declines to label. Factories take the model name, the class names
+#: and the keywords ``weights`` and ``device``.
 SemanticEngine = Callable[[np.ndarray], np.ndarray]
-SEMANTIC_ENGINES: dict[str, Callable[[str, Sequence[str]], SemanticEngine]] = {}
+SEMANTIC_ENGINES: dict[str, Callable[..., SemanticEngine]] = {}
 
 
-def register_video_engine(name: str, factory: Callable[[str], VideoEngine]) -> None:
+def register_video_engine(name: str, factory: Callable[..., VideoEngine]) -> None:
     VIDEO_ENGINES[name] = factory
 
 
-def register_semantic_engine(name: str, factory: Callable[[str, Sequence[str]], SemanticEngine]) -> None:
+def register_semantic_engine(name: str, factory: Callable[..., SemanticEngine]) -> None:
     SEMANTIC_ENGINES[name] = factory
 
 
