@@ -99,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs, Python {platform.python_version()}",
     }
     if args.multimask:
-        for v in rows[0]["candidates"]:
-            summary[f"mean_iou_{v}"] = float(np.mean([r["candidates"][v]["iou"] for r in rows]))
+        # the engine returns only distinct candidates (1 to 3 per image): each variant's mean is
+        # over the images that returned it, with their count
+        for v in sorted({v for r in rows for v in r["candidates"]}):
+            have = [r["candidates"][v]["iou"] for r in rows if v in r["candidates"]]
+            summary[f"mean_iou_{v}"] = float(np.mean(have))
+            summary[f"images_{v}"] = len(have)
         summary["mean_iou_oracle"] = float(np.mean([max(c["iou"] for c in r["candidates"].values()) for r in rows]))
     print()
     print(f"images {len(rows)}  max_side {args.max_side}  iterations {args.iterations}")
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary["score_iou_correlation"] is not None:
         print(f"score/IoU Pearson correlation {summary['score_iou_correlation']:.3f}")
     if args.multimask:
-        print("  ".join(f"{k[9:]} {v:.4f}" for k, v in summary.items() if k.startswith("mean_iou_")))
+        print("  ".join(f"{k[9:]} {v:.4f}" + (f" ({summary['images_' + k[9:]]} images)" if "images_" + k[9:] in summary else "")
+                        for k, v in summary.items() if k.startswith("mean_iou_")))
     print(f"time total {total:.1f} s  per image {summary['seconds_per_image']:.3f} s (embed + predict)")
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "images": rows}, indent=2))
