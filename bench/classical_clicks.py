@@ -49,7 +49,7 @@ import numpy as np
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPLIT_SEED = 14  # the issue's number: numpy default_rng(14).permutation of the sorted GrabCut stems
-CAMVID_CAR, CAMVID_VOID, CAMVID_MIN_AREA, CAMVID_EVERY = 8, 11, 900, 5
+CAMVID_CAR, CAMVID_VOID, CAMVID_MIN_AREA, CAMVID_EVERY, CAMVID_TUNE_OFFSET = 8, 11, 900, 5, 2
 
 
 def grabcut_split(stems: list[str]) -> tuple[list[str], list[str]]:
@@ -75,7 +75,9 @@ def mask_items(root: Path, split: str, limit: int | None) -> list[tuple[str, np.
     return out
 
 
-def camvid_items(root: Path, limit: int | None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+def camvid_items(root: Path, limit: int | None, split: str = "all") -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """CamVid cars: frames ``i % 5 == 0`` (``all`` and ``held``: the check set) or ``i % 5 == 2``
+    (``tune``: other frames of the same drives, what the click score was fitted on with GrabCut's tuning half)."""
     import cv2
     from PIL import Image
 
@@ -83,7 +85,7 @@ def camvid_items(root: Path, limit: int | None) -> list[tuple[str, np.ndarray, n
 
     out = []
     for i, lab_path in enumerate(sorted((root / "labels").glob("*.png"))):
-        if i % CAMVID_EVERY:
+        if i % CAMVID_EVERY != (CAMVID_TUNE_OFFSET if split == "tune" else 0):
             continue
         labels = np.asarray(Image.open(lab_path))
         n, comp, stats, _ = cv2.connectedComponentsWithStats((labels == CAMVID_CAR).astype(np.uint8), connectivity=8)
@@ -91,6 +93,20 @@ def camvid_items(root: Path, limit: int | None) -> list[tuple[str, np.ndarray, n
             continue
         k = 1 + int(np.argmax(stats[1:, 4]))
         out.append((lab_path.stem, load_image(root / "images" / lab_path.name), comp == k, labels == CAMVID_VOID))
+    return out[:limit]
+
+
+def davis_items(root: Path, limit: int | None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """DAVIS 2016: the first annotated frame of every sequence (mask > 127), one object each."""
+    from PIL import Image
+
+    from anyseg.io.images import load_image
+
+    out = []
+    for seq in sorted(p for p in (root / "Annotations" / "480p").iterdir() if p.is_dir()):
+        first = sorted(seq.glob("*.png"))[0]
+        gt = np.asarray(Image.open(first).convert("L")) > 127
+        out.append((seq.name, load_image(root / "JPEGImages" / "480p" / seq.name / f"{first.stem}.jpg"), gt, None))
     return out[:limit]
 
 
@@ -202,41 +218,51 @@ def box_summary(rows: list[dict]) -> dict:
 def fit_scores(rows: list[dict]) -> dict:
     """Logistic regression of the IoU on the evidence, per path (``click``: the first click,
     clicks alone; ``edit``: later clicks, with the previous mask; ``box``), with the choice it
-    makes when each object is left out of the fit."""
+    makes when each object is left out of the fit. Rows from several runs (``r["set"]``, set by
+    ``--fit-from``) weigh the same in all, whatever their number of candidates."""
     out = {}
     for path in ("click", "edit", "box"):
-        groups = [(r["name"], [(e, i) for e, i in zip(f["evidence"], f["iou"])]) for r in rows for f in r["fit"]
-                  if f["path"] == path and f["iou"]]
-        if len({n for n, _ in groups}) < 3:
+        groups = [(r["name"], r.get("set", 0), [(e, i) for e, i in zip(f["evidence"], f["iou"])]) for r in rows
+                  for f in r["fit"] if f["path"] == path and f["iou"]]
+        if len({n for n, _, _ in groups}) < 3:
             continue
-        w = _logistic([p for _, g in groups for p in g])
+        sizes: dict[int, int] = {}
+        for _, k, g in groups:
+            sizes[k] = sizes.get(k, 0) + len(g)
+
+        def pairs_of(selected):
+            return ([p for _, _, g in selected for p in g], [1.0 / sizes[k] for _, k, g in selected for _ in g])
+
+        w = _logistic(*pairs_of(groups))
         picked, pairs = [], []
-        for name in sorted({n for n, _ in groups}):  # leave one object out
-            wl = _logistic([p for n, g in groups if n != name for p in g])
-            for _, g in (ng for ng in groups if ng[0] == name):
+        for name in sorted({n for n, _, _ in groups}):  # leave one object out
+            wl = _logistic(*pairs_of([ng for ng in groups if ng[0] != name]))
+            for _, _, g in (ng for ng in groups if ng[0] == name):
                 z = [float(np.dot(wl[:-1], e) + wl[-1]) for e, _ in g]
                 picked.append(g[int(np.argmax(z))][1])
                 pairs += [(zz, i) for zz, (_, i) in zip(z, g)]
         out[path] = {"weights": [round(float(v), 3) for v in w], "loo_choice_miou": round(float(np.mean(picked)), 4),
-                     "loo_spearman": spearman(pairs), "oracle_miou": round(float(np.mean([max(i for _, i in g) for _, g in groups])), 4),
+                     "loo_spearman": spearman(pairs), "oracle_miou": round(float(np.mean([max(i for _, i in g) for _, _, g in groups])), 4),
                      "groups": len(groups)}
     return out
 
 
-def _logistic(pairs: list) -> np.ndarray:
-    """Weights (then the bias) of a logistic model of IoU in [0, 1] (cross-entropy, small L2);
-    a column that never varies gets weight 0."""
+def _logistic(pairs: list, weights: list[float] | None = None) -> np.ndarray:
+    """Weights (then the bias) of a logistic model of IoU in [0, 1] (cross-entropy, weighted by
+    ``weights`` per pair, small L2); a column that never varies gets weight 0."""
     from scipy.optimize import minimize
 
     x = np.array([e for e, _ in pairs], float)
     y = np.array([i for _, i in pairs], float)
+    sw = np.ones(len(y)) if weights is None else np.asarray(weights, float)
+    sw = sw / sw.sum()
     mu, sd = x.mean(0), x.std(0)
     used = sd > 1e-6
     xn = (x[:, used] - mu[used]) / sd[used]
 
     def loss(wb):
         p = 1.0 / (1.0 + np.exp(-(xn @ wb[:-1] + wb[-1])))
-        return -np.mean(y * np.log(p + 1e-9) + (1 - y) * np.log(1 - p + 1e-9)) + 1e-3 * float((wb[:-1] ** 2).sum())
+        return -float(np.sum(sw * (y * np.log(p + 1e-9) + (1 - y) * np.log(1 - p + 1e-9)))) + 1e-3 * float((wb[:-1] ** 2).sum())
 
     wb = minimize(loss, np.zeros(int(used.sum()) + 1), method="L-BFGS-B").x
     w = np.zeros(x.shape[1])
@@ -267,9 +293,10 @@ def split_report(path: Path, root: Path, max_clicks: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kind", choices=("grabcut", "kvasir", "camvid"), default="grabcut")
+    ap.add_argument("--kind", choices=("grabcut", "kvasir", "camvid", "davis2016"), default="grabcut")
     ap.add_argument("--data", type=Path, help="data folder (default ../shared/data/KIND)")
-    ap.add_argument("--split", choices=("all", "tune", "held"), default="all", help="GrabCut half (default all)")
+    ap.add_argument("--split", choices=("all", "tune", "held"), default="all",
+                    help="GrabCut half, or CamVid's tuning frames (i %% 5 == 2) vs check frames (i %% 5 == 0; all = held)")
     ap.add_argument("--max-clicks", type=int, default=20)
     ap.add_argument("--stop-at", type=float, default=None, help="end a session at this IoU (tuning runs: 0.9)")
     ap.add_argument("--all-candidates", action="store_true", help="multimask=True at every click, for the score check")
@@ -281,8 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split-report", type=Path, metavar="RESULTS_JSONL",
                     help="summarize an 'anyseg eval interactive' results.jsonl on GrabCut per split, and exit")
     ap.add_argument("--quiet", action="store_true", help="no per-object rows")
+    ap.add_argument("--fit-from", type=Path, nargs="+", metavar="RUN_JSON",
+                    help="fit the score weights on the rows of earlier '--fit --json' runs (each run weighs the same), and exit")
     args = ap.parse_args(argv)
 
+    if args.fit_from:
+        rows = []
+        for k, path in enumerate(args.fit_from):
+            rows += [{**r, "set": k} for r in json.loads(path.read_text())["rows"]]
+        print(json.dumps(fit_scores(rows)))
+        return 0
     root = args.data or DATA / args.kind
     if not root.is_dir():
         print(f"classical_clicks: error: data folder {root} not found", file=sys.stderr)
@@ -296,12 +331,17 @@ def main(argv: list[str] | None = None) -> int:
         print("tuning:", " ".join(tune))
         print("held-out:", " ".join(held))
         return 0
-    if args.kind != "grabcut" and args.split != "all":
-        print("classical_clicks: error: --split is for --kind grabcut", file=sys.stderr)
+    if args.kind not in ("grabcut", "camvid") and args.split != "all":
+        print("classical_clicks: error: --split is for --kind grabcut or camvid", file=sys.stderr)
         return 2
     from anyseg.models.classical import ClassicalPredictor
 
-    items = camvid_items(root, args.limit) if args.kind == "camvid" else mask_items(root, args.split, args.limit)
+    if args.kind == "camvid":
+        items = camvid_items(root, args.limit, args.split)
+    elif args.kind == "davis2016":
+        items = davis_items(root, args.limit)
+    else:
+        items = mask_items(root, args.split, args.limit)
     predictor = ClassicalPredictor()
     rows = []
     for name, image, gt, ignore in items:

@@ -263,7 +263,8 @@ def test_click_candidates_are_distinct_and_no_fragments(predictor, disc_scene, s
     for img, click in ((disc_scene[0], [170, 120]), (small_scene[0], [60, 60]), (small_scene[0], [125, 60])):
         res = predictor.predict(predictor.embed(img), Prompt(points=[click], labels=[1]), multimask=True)
         assert len(res) == 3 and np.all(np.diff(res.scores) <= 0)
-        assert_distinct(res.masks, min_area=4 * 28)  # at least 4 click discs (radius 3): never a 40-pixel fragment
+        radius = max(2, round(max(img.shape[:2]) / 120))  # the click disc: 1/120 of the longest side
+        assert_distinct(res.masks, min_area=int(4 * np.pi * radius**2))  # at least 4 click discs: never a 40-pixel fragment
         assert res.data["evidence"].shape == (3, len(EVIDENCE))
         for m in res.masks:  # one connected piece, the one under the click
             assert cv2.connectedComponents(m.astype(np.uint8), connectivity=8)[0] == 2

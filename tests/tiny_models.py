@@ -141,3 +141,36 @@ def build_sam3_tracker(folder: Path, seed: int = 0) -> Path:
 
 
 BUILDERS["sam3_tracker"] = build_sam3_tracker
+
+
+DINO_IMAGE = 112  # the tiny DINOv2's position-embedding grid: 8 x 8 patches of 14 (interpolated to any size)
+
+
+def _save_dino(model, folder: Path, size: int, mean=IMAGENET[0], std=IMAGENET[1]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_mean": list(mean), "image_std": list(std), "size": {"shortest_edge": size}, "resample": 3}))
+    return folder
+
+
+def build_dinov2(folder: Path, seed: int = 0, mean=IMAGENET[0], std=IMAGENET[1]) -> Path:
+    """A tiny random DINOv2 (``Dinov2Model``: patch 14, hidden 32, 2 layers), saved like facebook/dinov2-small."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2, patch_size=14,
+                       image_size=DINO_IMAGE)
+    return _save_dino(Dinov2Model(cfg).eval(), folder, DINO_IMAGE, mean, std)
+
+
+def build_dinov3(folder: Path, seed: int = 0, registers: int = 4) -> Path:
+    """A tiny random DINOv3 ViT (``DINOv3ViTModel``: patch 16, hidden 32, 2 layers, register tokens)."""
+    import torch
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(seed)
+    cfg = DINOv3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          patch_size=16, image_size=128, num_register_tokens=registers)
+    return _save_dino(DINOv3ViTModel(cfg).eval(), folder, 128)

@@ -38,12 +38,13 @@ def list_models(args: argparse.Namespace) -> int:
              "present": s.present, "location": s.location or None} for s in rows
         ], indent=2))
         return 0
-    header = f"{'name':<24} {'family':<15} {'params':>8}  {'source':<34} present"
-    print(header)
-    for s in rows:
+    sources = [s.spec.hub_id or "OpenCV (no weights)" for s in rows]
+    width = max(34, *(len(src) for src in sources))  # the columns stay aligned for long hub ids
+    print(f"{'name':<24} {'family':<15} {'params':>8}  {'source':<{width}} present")
+    for s, source in zip(rows, sources):
         params = f"{s.spec.params_m:.1f}M" if s.spec.params_m else "-"
         present = "yes (builtin)" if s.source == "builtin" else (f"yes ({s.source})" if s.present else "no")
-        print(f"{s.spec.name:<24} {s.spec.family:<15} {params:>8}  {s.spec.hub_id or 'OpenCV (no weights)':<34} {present}")
+        print(f"{s.spec.name:<24} {s.spec.family:<15} {params:>8}  {source:<{width}} {present}")
     return 0
 
 

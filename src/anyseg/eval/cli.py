@@ -1,4 +1,4 @@
-"""``anyseg eval ...``: interactive, box, video, semantic and stored-mask evaluation.
+"""``anyseg eval ...``: interactive, box, video, semantic, stored-mask and few-shot evaluation.
 
 Each ``anyseg eval KIND`` is an :class:`EvalProtocol` of :data:`PROTOCOLS`: its
 ``add_parser(sub)`` adds the options, its ``run(job)`` reads the data, scores into the job's
@@ -25,7 +25,7 @@ from anyseg.errors import InputError
 from anyseg.runtime import RUNTIMES
 
 __all__ = ["EvalJob", "EvalProtocol", "InteractiveProtocol", "BoxProtocol", "VideoProtocol", "SemanticProtocol",
-           "MasksProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
+           "MasksProtocol", "FewshotProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
            "check_options", "peak_rss"]
 
 #: most items ``--limit`` may ask for, and most simulated clicks per item
@@ -476,9 +476,55 @@ class MasksProtocol(EvalProtocol):
         return job.report(st, *runners.score_mask_files(pairs, st))
 
 
+class FewshotProtocol(EvalProtocol):
+    """Few-shot segmentation: K annotated supports and one query per episode; class-accumulated mIoU,
+    FB-IoU (:mod:`anyseg.eval.fewshot`) over FSS-1000, COCO-20i / PASCAL-5i-style episodes, PerSeg
+    or DAVIS frames (:mod:`anyseg.eval.fewshot_data`)."""
+
+    name = "fewshot"
+    help = "few-shot segmentation (FSS-1000, COCO-20i / PASCAL-5i episodes, PerSeg, DAVIS frames): mIoU, FB-IoU"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, help="data folder: DAVIS, PerSeg (Images/ + Annotations/), images/ + "
+                       "masks/ label maps (COCO-20i / PASCAL-5i style) or FSS-1000 CLASS/N.jpg + N.png")
+        p.add_argument("--layout", default="auto", choices=("auto", "davis", "perseg", "episodes", "fss"),
+                       help="data layout (default auto: told by the folder; see docs/EVALUATION.md)")
+        p.add_argument("--method", default="auto", help="few-shot method: auto (matcher, else persam, else "
+                       "classical, by the models present), matcher, persam, persam-f, seggpt, sam3 or classical")
+        p.add_argument("--model", default=None, metavar="NAME|PATH",
+                       help="the method's SAM-family or in-context model: registry name or local model folder")
+        p.add_argument("--features", default=None, metavar="NAME|PATH",
+                       help="matcher's patch-feature model (default dinov2-small)")
+        p.add_argument("--shots", type=int, default=1, metavar="K", help="supports per episode (default 1)")
+        p.add_argument("--fold", type=int, default=None, metavar="F",
+                       help="episodes layout: only the classes of fold F (COCO-20i: 4k+F+1; PASCAL-5i: 5F+1..5F+5)")
+        p.add_argument("--episodes", type=int, default=None, metavar="N",
+                       help="episodes to draw (episodes layout: default 1000; fss: default each image once)")
+        p.add_argument("--seed", type=int, default=None, help="seed of the drawn episodes (default 0)")
+        p.add_argument("--stride", type=int, default=1, metavar="S", help="davis: every S-th later frame a query")
+        p.add_argument("--instances", default=None, choices=("one", "all"),
+                       help="masks per query: one, or all (their union; default for the episodes layout)")
+        p.add_argument("--resolution", default="480p", help="davis: resolution folder (default 480p)")
+        p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:N or mps")
+        _common_options(p, None)
+
+    def run(self, job: EvalJob) -> int:
+        from anyseg.eval import fewshot
+
+        args = job.args
+        plan = fewshot.plan_from_args(args)  # data read, episodes drawn: errors before anything is written
+        segmenter = fewshot.segmenter_from_args(args, plan.instances)
+        job.header = {"kind": "fewshot", "method": segmenter.method_name, "model": args.model,
+                      "features": args.features, **plan.header}
+        label = segmenter.method_name + (f"-{_folder_label(args.model)}" if args.model else "")
+        job.model_name = f"{label}-{args.shots}shot" + (f"-fold{args.fold}" if args.fold is not None else "")
+        st = job.store()
+        return job.report(st, *fewshot.run_fewshot(segmenter, plan.episodes[: args.limit or None], st))
+
+
 #: every ``anyseg eval KIND``, in ``--help`` order
 PROTOCOLS: tuple[EvalProtocol, ...] = (InteractiveProtocol(), BoxProtocol(), VideoProtocol(), SemanticProtocol(),
-                                       MasksProtocol())
+                                       MasksProtocol(), FewshotProtocol())
 KINDS = tuple(protocol.name for protocol in PROTOCOLS)
 
 

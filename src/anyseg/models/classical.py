@@ -10,10 +10,12 @@ and returns the best (up to three distinct ones, sorted, with ``multimask=True``
 Prompts and candidates (``Masks.data["variant"]``):
 
 * clicks alone (a first click): a scale search. GrabCut starts from the geodesic
-  neighbourhood of the positive clicks covering 2 %, 10 % and 20 % of the image (probable
-  foreground; the rest probable background, and at 2 % and 20 % a strip along the image border
-  definite background): ``"scale-0.02"``, ``"scale-0.1"``, ``"scale-0.2"``; the neighbourhoods
-  themselves (``"region-*"``) are the fallbacks that keep three candidates distinct.
+  neighbourhood of the positive clicks covering 0.5 %, 2 %, 10 % and 20 % of the image
+  (probable foreground; the rest probable background, and, but at 10 %, a strip along the image
+  border definite background): ``"scale-0.005"`` ... ``"scale-0.2"``; the neighbourhoods
+  themselves (``"region-*"``) are candidates too, and the fallbacks that keep three candidates
+  distinct. Which extent the user meant is what the score has to guess (SAM's reason for
+  three masks): objects of 0.5 % of a street scene and of half a portrait are both clicks.
 * a box: outside = definite background, inside = probable foreground; three GrabCut variants:
   ``"grabcut"``, standard GrabCut on RGB; ``"pruned"``, whose first two iterations drop the
   foreground colour components that overlap a background one (Bhattacharyya coefficient > 0.5:
@@ -39,8 +41,8 @@ dropped, so ``multimask`` may give fewer than three.
 Scores (:mod:`anyseg.models.classical_score`, evidence in ``Masks.data["evidence"]``): a box,
 separation x boundary contrast x tightness; clicks and mask prompts, a logistic model of the IoU
 over the evidence (boundary contrast, colour separation from the surrounding ring, area, image
-border, agreement between runs, IoU with the mask prompt), gated so that a boundary on no edge
-scores low. :meth:`~ClassicalPredictor.candidates` lists every candidate with its evidence.
+border, agreement between runs, IoU with the mask prompt, solidity, contrast inside the mask),
+gated so that a boundary on no edge scores low. :meth:`~ClassicalPredictor.candidates` lists every candidate with its evidence.
 
 Masks come back at the original size: the upsampled boundary is refined by one frozen-model
 GrabCut cut in a thin band at full size (at most 2 MP). ``logits`` are signed distances to the
@@ -81,9 +83,10 @@ import numpy as np
 from anyseg import cancel
 from anyseg.errors import InputError, PromptError
 from anyseg.models.base import Predictor, check_embedding, check_image
-from anyseg.models.classical_score import (
-    CLICK_WEIGHTS, EDIT_WEIGHTS, EVIDENCE, evidence, iou, logistic_score, loglik, prune, separation,
+from anyseg.models.classical_cut import (
+    DEGENERATE_PIXELS, degenerate_pixels, dither_degenerate, geodesic, grabcut, signed_distance,
 )
+from anyseg.models.classical_score import CLICK_WEIGHTS, EDIT_WEIGHTS, EVIDENCE, evidence, iou, logistic_score, loglik, separation
 from anyseg.types import Embedding, Masks, Prompt
 
 __all__ = ["ClassicalPredictor", "degenerate_pixels", "dither_degenerate", "loglik", "DEGENERATE_PIXELS",
@@ -98,23 +101,17 @@ MAX_ITERATIONS = 20
 #: most pixels of the working resolution, whatever ``max_side`` says (GrabCut's work grows with them)
 MAX_WORK_PIXELS = 2_000_000
 #: an exact colour on at least this many pixels of a GrabCut input is dithered (see the module docstring)
-DEGENERATE_PIXELS = 4096
 #: most working pixels of an image with such colours (the default working size, 360 x 360)
 DEGENERATE_WORK_PIXELS = 360 * 360
-_DITHER_SEED = 12345
-_MIN_SAMPLES = 16  # GrabCut's k-means needs a few samples per colour model
-_PRUNE_OVERLAP = 0.5  # Bhattacharyya coefficient above which a foreground component is dropped
 _PRUNE_ITERS = 2
 _POS_REACH = 0.5  # geodesic reach of the probable-foreground region around positive clicks
-_LOGIT_CLIP = 20.0
-_CONVERGED = 1e-3  # stop iterating when fewer than this fraction of the pixels changed
 _CLICK_RADIUS = 1 / 120  # click-disc radius, as a fraction of the longest side
 _ERROR_DISC = 0.8  # a correcting click's disc: this fraction of its distance to the mask boundary
 _REFINE_MAX_PIXELS = 2_000_000  # the boundary refinement runs at full size up to this many pixels
 _REFINE_BAND = 3  # it may move the boundary by this many working-resolution pixels
 #: clicks alone: (area of the geodesic neighbourhood that starts GrabCut, as a fraction of the
 #: image; whether a strip along the image border starts as definite background)
-_CLICK_SCALES = ((0.02, True), (0.1, False), (0.2, True))
+_CLICK_SCALES = ((0.005, True), (0.02, True), (0.1, False), (0.2, True))
 _BORDER_STRIP = 0.02  # its width, as a fraction of the shorter side
 _DISTINCT_IOU = 0.9  # candidates overlapping more than this are one
 _MIN_DISCS = 4  # a click candidate smaller than this many click discs is a fragment
@@ -198,7 +195,7 @@ class ClassicalPredictor(Predictor):
         (columns :data:`EVIDENCE`): what ``bench/classical_clicks.py --fit`` fits the score on."""
         task, cands = self._generate(embedding, prompt)
         return Masks(masks=np.stack([c.mask for c in cands]), scores=np.array([c.score for c in cands], np.float32),
-                     logits=np.stack([_signed_distance(c.mask) for c in cands]),
+                     logits=np.stack([signed_distance(c.mask) for c in cands]),
                      data={"variant": np.array([c.name for c in cands]), "evidence": np.stack([c.evidence for c in cands])})
 
     def _generate(self, embedding: Embedding, prompt: Prompt) -> tuple[_Task, list[_Candidate]]:
@@ -276,7 +273,7 @@ def _click_candidates(feats: dict[str, Any], task: _Task, iterations: int) -> li
     """Clicks alone: GrabCut from geodesic neighbourhoods of the positive clicks at several
     scales, and those neighbourhoods themselves (the fallbacks that keep the candidates distinct)."""
     h, w = task.hard.shape
-    dist = _geodesic(feats["geo_cost"], task.pos)
+    dist = geodesic(feats["geo_cost"], task.pos)
     fixed = task.hard != 255
     runs, regions, seps = [], [], {}
     for area, border in _CLICK_SCALES:
@@ -286,7 +283,7 @@ def _click_candidates(feats: dict[str, Any], task: _Task, iterations: int) -> li
             b = max(2, round(_BORDER_STRIP * min(h, w)))
             labels[:b], labels[-b:], labels[:, :b], labels[:, -b:] = cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD
         labels[fixed] = task.hard[fixed]
-        mask, bgd, fgd = _grabcut(feats["bgr"], labels, iterations, 0)
+        mask, bgd, fgd = grabcut(feats["bgr"], labels, iterations, 0)
         run = _Candidate(f"scale-{area:g}", "bgr", _constrain(feats, (mask & 1).astype(bool), task), bgd, fgd)
         region = _Candidate(f"region-{area:g}", "bgr", _constrain(feats, ball | (labels == cv2.GC_FGD), task))
         for c in (run, region):  # both separated by this scale's colour models
@@ -303,9 +300,9 @@ def _click_candidates(feats: dict[str, Any], task: _Task, iterations: int) -> li
 def _prompt_candidates(feats: dict[str, Any], task: _Task, iterations: int) -> list[_Candidate]:
     """A box and/or a mask prompt (with or without clicks): the three GrabCut variants, and with
     a mask prompt the edit cut (one cut with the colour models of the prompt's labels)."""
-    runs = [(name, space, *_grabcut(feats[space], task.labels, iterations, k)) for name, space, k in _VARIANTS]
+    runs = [(name, space, *grabcut(feats[space], task.labels, iterations, k)) for name, space, k in _VARIANTS]
     if task.prior is not None:
-        runs.append(("edit", "bgr", *_grabcut(feats["bgr"], task.labels, 1, 0)))
+        runs.append(("edit", "bgr", *grabcut(feats["bgr"], task.labels, 1, 0)))
     cands, seps = [], []
     for name, space, mask, bgd, fgd in runs:
         fg = (mask & 1).astype(bool)
@@ -358,7 +355,7 @@ def _distinct(cands: list[_Candidate], min_area: float) -> list[_Candidate]:
 def _output(feats: dict[str, Any], prompt: Prompt, radii: np.ndarray | None, cands: list[_Candidate], embedding: Embedding) -> Masks:
     """The candidates at the original size (refined boundary, clicks enforced), with their logits."""
     big, small = embedding.original_size, embedding.input_size
-    logits = np.stack([_signed_distance(c.mask) for c in cands])
+    logits = np.stack([signed_distance(c.mask) for c in cands])
     masks = []
     for c, logit in zip(cands, logits):
         if small == big:
@@ -378,6 +375,10 @@ def _output(feats: dict[str, Any], prompt: Prompt, radii: np.ndarray | None, can
 
 def _click_radius(small: tuple[int, int]) -> int:
     return max(2, round(max(small) * _CLICK_RADIUS))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 # -- prompts to GrabCut labels ------------------------------------------------------------
@@ -446,7 +447,7 @@ def _labels(feats: dict[str, Any], prompt: Prompt, big: tuple[int, int], small: 
         labels[box[1]:box[3], box[0]:box[2]] = cv2.GC_PR_FGD
     pos = pts[prompt.labels == 1] if len(pts) else pts
     if len(pos) and (prior is not None or box is not None):  # the clicked regions start as probable foreground
-        labels[_geodesic(feats["geo_cost"], pos) < _POS_REACH] = cv2.GC_PR_FGD
+        labels[geodesic(feats["geo_cost"], pos) < _POS_REACH] = cv2.GC_PR_FGD
     free = hard == 255
     labels[~free] = hard[~free]
     return labels, hard, box, pts, prior, radii
@@ -486,7 +487,7 @@ def _split(cost: np.ndarray, fg: np.ndarray, pos: np.ndarray, neg: np.ndarray) -
     for x, y in np.concatenate([pos, neg]):  # the click discs are holes in the mask: bridge them
         cv2.circle(inside.view(np.uint8), (int(x), int(y)), _click_radius(fg.shape) + 1, 1, -1)
     c = np.where(inside, cost, np.inf).astype(np.float32)
-    d_neg = _geodesic(c, neg)
+    d_neg = geodesic(c, neg)
     if not len(pos):  # away from the mask's own boundary, whose edges cost a lot
         interior = cv2.distanceTransform(fg.astype(np.uint8), cv2.DIST_L2, 3) >= 4
         reach = np.where((interior if interior.any() else fg) & np.isfinite(d_neg), d_neg, -1.0)
@@ -494,75 +495,7 @@ def _split(cost: np.ndarray, fg: np.ndarray, pos: np.ndarray, neg: np.ndarray) -
             return fg
         y, x = np.unravel_index(int(np.argmax(reach)), reach.shape)
         pos = np.array([[x, y]])
-    return fg & ~(d_neg < _geodesic(c, pos))
-
-
-# -- GrabCut and its helpers ---------------------------------------------------------------
-def degenerate_pixels(image: np.ndarray, count: int = DEGENERATE_PIXELS) -> np.ndarray:
-    """``(H, W)`` bool: the pixels of ``(H, W, 3)`` uint8 ``image`` whose exact colour is on at
-    least ``count`` pixels: one-colour areas large enough to make GrabCut's cut slow (see the
-    module docstring)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise InputError(f"expected an (H, W, 3) uint8 image; got {image.dtype} {image.shape}")
-    flat = image.reshape(-1, 3).astype(np.int32)
-    key = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
-    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    popular = counts >= max(1, int(count))
-    return popular[inverse.reshape(-1)].reshape(image.shape[:2])
-
-
-def dither_degenerate(image: np.ndarray) -> tuple[np.ndarray, int]:
-    """``(image, n)``: ``image`` with a deterministic +-1 dither per channel on its
-    :func:`degenerate_pixels` (clipped to 0..255; the image itself when there are none), and
-    how many pixels that is. The guard every GrabCut input of the classical engines goes through."""
-    where = degenerate_pixels(image)
-    n = int(where.sum())
-    if n == 0:
-        return image, 0
-    noise = np.random.default_rng(_DITHER_SEED).integers(-1, 2, size=image.shape, dtype=np.int16)
-    out = image.astype(np.int16)
-    out[where] += noise[where]
-    return np.clip(out, 0, 255).astype(np.uint8), n
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _grabcut(work: np.ndarray, labels: np.ndarray, iterations: int, prune_iters: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run GrabCut on a label map; returns the final labels and the (1, 65) GMMs.
-
-    Deterministic (fixed OpenCV RNG seed). Stops early, keeping the labels so far, when one
-    side has too few pixels to fit a colour model or OpenCV refuses the input.
-    """
-    cv2.setRNGSeed(12345)
-    mask = labels.copy()
-    if (mask & 1).sum() >= mask.size - _MIN_SAMPLES:  # no background to learn from: use the image border
-        border = np.ones(mask.shape, bool)
-        border[1:-1, 1:-1] = False
-        mask[border & (mask == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    prev = None
-    for it in range(iterations):
-        fg = (mask & 1).astype(bool)
-        n_fg = int(fg.sum())
-        if n_fg < _MIN_SAMPLES or mask.size - n_fg < _MIN_SAMPLES:
-            break
-        if prev is not None and it > prune_iters and int((fg != prev).sum()) <= _CONVERGED * mask.size:
-            break  # converged
-        prev = fg
-        cancel.check()  # one cut per step: a cancelled job stops here
-        try:
-            if it < prune_iters:
-                cv2.grabCut(work, mask.copy(), None, bgd, fgd, 0, cv2.GC_INIT_WITH_MASK)
-                prune(bgd, fgd, _PRUNE_OVERLAP)
-                cv2.grabCut(work, mask, None, bgd, fgd, 1, cv2.GC_EVAL_FREEZE_MODEL)
-            else:
-                cv2.grabCut(work, mask, None, bgd, fgd, 1, cv2.GC_INIT_WITH_MASK if it == 0 else cv2.GC_EVAL)
-        except cv2.error:
-            break
-    return mask, bgd, fgd
+    return fg & ~(d_neg < geodesic(c, pos))
 
 
 def _refine(image: np.ndarray, space: str, logit: np.ndarray, bgd: np.ndarray, fgd: np.ndarray,
@@ -594,27 +527,5 @@ def _refine(image: np.ndarray, space: str, logit: np.ndarray, bgd: np.ndarray, f
         return up
     refined = fg.copy()
     refined[y0:y1, x0:x1] = (sub & 1).astype(bool)
-    return _signed_distance(refined) if refined.any() else up
+    return signed_distance(refined) if refined.any() else up
 
-
-def _geodesic(cost: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Geodesic distance from seed pixels ``(K, 2)`` XY over a cost image (inf without seeds)."""
-    if len(seeds) == 0:
-        return np.full(cost.shape, np.inf, np.float32)
-    from skimage.graph import MCP_Geometric
-
-    dist, _ = MCP_Geometric(cost.astype(np.float64), fully_connected=True).find_costs([(int(y), int(x)) for x, y in seeds])
-    return dist.astype(np.float32)
-
-
-def _signed_distance(fg: np.ndarray) -> np.ndarray:
-    """Logits: distance to the boundary, positive inside, negative outside, in +-[0.5, 20]."""
-    m = fg.astype(np.uint8)
-    inside = cv2.distanceTransform(m, cv2.DIST_L2, 3) if m.any() else np.zeros(m.shape, np.float32)
-    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, 3) if not m.all() else np.zeros(m.shape, np.float32)
-    out = np.where(fg, inside - 0.5, 0.5 - outside)
-    if not m.any():
-        out[:] = -_LOGIT_CLIP
-    elif m.all():
-        out[:] = _LOGIT_CLIP
-    return np.clip(out, -_LOGIT_CLIP, _LOGIT_CLIP).astype(np.float32)

@@ -32,7 +32,8 @@ from anyseg.runtime.table import ONNX_RUNTIMES, RUNTIMES, TORCH_RUNTIMES
 
 __all__ = ["Family", "FAMILY_RECORDS", "CAPABILITIES", "GEOMETRIES", "ROLES", "TRAITS", "register_family", "get_family",
            "find_family", "family_for_model_type", "known_model_types", "families_with",
-           "PROMPTABLE", "EVERYTHING", "GRID", "VIDEO", "TEXT", "SEMANTIC", "CONCEPTS", "DETECT", "LABELS"]
+           "PROMPTABLE", "EVERYTHING", "GRID", "VIDEO", "TEXT", "SEMANTIC", "CONCEPTS", "DETECT", "LABELS",
+           "FEATURES", "FEWSHOT"]
 
 # -- capabilities: what a family's models can do ---------------------------------------------------
 PROMPTABLE = "promptable"  #: points, boxes, masks -> masks: ``load_model`` builds a Predictor
@@ -44,7 +45,9 @@ SEMANTIC = "semantic"  #: class maps from class names (``anyseg semantic``)
 CONCEPTS = "concepts"  #: words -> instance masks directly (SAM 3's concept prompts)
 DETECT = "detect"  #: words -> boxes, masks then from a promptable model (Grounded-SAM)
 LABELS = "labels"  #: scores image regions against words (CLIP: mask labels, dense class maps)
-CAPABILITIES = (PROMPTABLE, EVERYTHING, GRID, VIDEO, TEXT, SEMANTIC, CONCEPTS, DETECT, LABELS)
+FEATURES = "features"  #: dense patch features of an image (DINOv2 / DINOv3): matching, discovery
+FEWSHOT = "fewshot"  #: segments, in a new image, what reference examples show (SegGPT, SAM 3 exemplars)
+CAPABILITIES = (PROMPTABLE, EVERYTHING, GRID, VIDEO, TEXT, SEMANTIC, CONCEPTS, DETECT, LABELS, FEATURES, FEWSHOT)
 
 #: how an image maps into the model's S x S input: resize the longest side to S and pad
 #: bottom/right (segment-anything), or resize to S x S without keeping the aspect ratio (SAM 2)
@@ -64,8 +67,11 @@ ROLES = {
     "predictor": "(spec, folder, device) -> models.base.Predictor   [capability promptable]",
     "tracker": "(spec, folder, device, **options) -> video.base.Tracker   [capability video]",
     "text": "(spec, folder, device) -> the text adapter (segmenter, detector or CLIP)   [capability text]",
+    "features": "(spec, folder, device) -> models.features.FeatureExtractor (dense patch features)   [capability features]",
+    "fewshot": "(spec, folder, device) -> the in-context model of a fewshot method (SegGPT, SAM 3 exemplars)   "
+               "[capability fewshot]",
 }
-_ROLE_OF = {PROMPTABLE: "predictor", VIDEO: "tracker", TEXT: "text"}
+_ROLE_OF = {PROMPTABLE: "predictor", VIDEO: "tracker", TEXT: "text", FEATURES: "features", FEWSHOT: "fewshot"}
 
 #: a loader: ``"package.module:attribute[.attribute]"`` (imported on first use) or the callable itself
 Loader = Union[str, Callable[..., Any]]
@@ -86,8 +92,10 @@ class Family:
         geometry: one of :data:`GEOMETRIES` for the SAM-style adapters, else ``None`` (the
             adapter does its own resizing).
         normalize: default ``(mean, std)`` (a checkpoint's ``preprocessor_config.json`` overrides it).
-        predictor, tracker, text: the loaders of its image predictor, video tracker and text
-            adapter (see :data:`ROLES`); required by the capabilities promptable, video, text.
+        predictor, tracker, text, features, fewshot: the loaders of its image predictor, video
+            tracker, text adapter, dense feature extractor and in-context (reference-example)
+            model (see :data:`ROLES`); required by the capabilities promptable, video, text,
+            features, fewshot.
         classes: transformers class names by role (``image``, ``video``, ``video_session``, ``text``).
         serves: capability -> the model types whose checkpoints can serve it (a capability not
             listed: every model type). ``auto`` skips a local folder that cannot serve the task,
@@ -114,6 +122,8 @@ class Family:
     predictor: Loader | None = None
     tracker: Loader | None = None
     text: Loader | None = None
+    features: Loader | None = None
+    fewshot: Loader | None = None
     classes: Mapping[str, str] = field(default_factory=dict)
     serves: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     key_mappings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -276,6 +286,8 @@ _SAM2_LIKE = _SAM_LIKE | {VIDEO}
 _SAM2_EVERYTHING = {"pred_iou_thresh": 0.8}  # SAM2AutomaticMaskGenerator's default
 _SAM3_TRACKER_TYPES = ("sam3_tracker", "sam3_tracker_video", "sam3_video")
 _SAM3_TEXT_TYPES = ("sam3", "sam3_video")
+# SAM 3's exemplar prompts (anyseg fewshot --method sam3) use the same "sam3" checkpoints as its text interface
+_SAM3_FEWSHOT = "anyseg.fewshot.sam3:build_sam3_exemplars"
 
 
 def _classical_predictor(spec: Any, folder: Any = None, device: Any = None) -> Any:
@@ -304,13 +316,13 @@ register_family(Family(
     requires_why="for its RepViT backbone (transformers builds it with timm)"))
 register_family(Family(
     "sam3_tracker", "SAM 3", ("sam3_tracker", "sam3_tracker_video", "sam3", "sam3_video"),
-    _SAM2_LIKE | {TEXT, SEMANTIC, CONCEPTS}, "square", HALF, predictor=_SAM, tracker=_SAM2_TRACKER,
-    text="anyseg.text.sam3:build_sam3_text",
+    _SAM2_LIKE | {TEXT, SEMANTIC, CONCEPTS, FEWSHOT}, "square", HALF, predictor=_SAM, tracker=_SAM2_TRACKER,
+    text="anyseg.text.sam3:build_sam3_text", fewshot=_SAM3_FEWSHOT,
     classes={"image": "Sam3TrackerModel", "video": "Sam3TrackerVideoModel",
              "video_session": "Sam3TrackerVideoInferenceSession", "text": "Sam3Model"},
     serves={PROMPTABLE: _SAM3_TRACKER_TYPES, EVERYTHING: _SAM3_TRACKER_TYPES, GRID: _SAM3_TRACKER_TYPES,
             VIDEO: ("sam3_video", "sam3_tracker_video"), TEXT: _SAM3_TEXT_TYPES, SEMANTIC: _SAM3_TEXT_TYPES,
-            CONCEPTS: _SAM3_TEXT_TYPES},
+            CONCEPTS: _SAM3_TEXT_TYPES, FEWSHOT: _SAM3_TEXT_TYPES},
     key_mappings={"sam3_video": SAM3_TRACKER_KEYS}, everything_defaults=_SAM2_EVERYTHING, runtimes=TORCH_RUNTIMES,
     traits={"fast_decoder", "sam2_decoder"}, auto_rank={TEXT: 3, SEMANTIC: 2}))
 register_family(Family(
@@ -324,6 +336,15 @@ register_family(Family(
 register_family(Family(
     "clip", "CLIP", ("clip",), {TEXT, SEMANTIC, LABELS}, None, CLIP_NORM, text="anyseg.text.clip:build_clip",
     classes={"text": "CLIPModel"}, auto_rank={TEXT: 0, SEMANTIC: 3}))
+register_family(Family(
+    "dinov2", "DINOv2", ("dinov2", "dinov2_with_registers"), {FEATURES}, None, IMAGENET, features="anyseg.models.dino:DinoFeatures.from_folder",
+    classes={"features": "Dinov2Model"}, auto_rank={FEATURES: 1}))
+register_family(Family(
+    "dinov3", "DINOv3", ("dinov3_vit",), {FEATURES}, None, IMAGENET, features="anyseg.models.dino:DinoFeatures.from_folder",
+    classes={"features": "DINOv3ViTModel"}, auto_rank={FEATURES: 0}))
+register_family(Family(
+    "seggpt", "SegGPT", ("seggpt",), {FEWSHOT}, None, IMAGENET, fewshot="anyseg.fewshot.seggpt:SegGptModel.from_folder",
+    classes={"fewshot": "SegGptForImageSegmentation"}))
 register_family(Family(
     "classical", "classical", (), {PROMPTABLE, EVERYTHING, VIDEO}, predictor=_classical_predictor,
     tracker="anyseg.video.session:classical_tracker", runtimes=("torch",), baseline=True))

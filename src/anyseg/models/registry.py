@@ -82,6 +82,14 @@ _SPECS = [
     ModelSpec("clip-vit-b16", "clip", "openai/clip-vit-base-patch16", 149.6, 20,
               notes="CLIP ViT-B/16: mask labels, dense CLIP (MaskCLIP / SCLIP)", prefer=("semantic",)),
     ModelSpec("clip-vit-l14", "clip", "openai/clip-vit-large-patch14", 427.6, 30, notes="CLIP ViT-L/14: mask labels"),
+    # dense features and reference examples (issue 16): DINOv2 (Apache-2.0), DINOv3 (DINOv3 License, gated), SegGPT (MIT)
+    ModelSpec("dinov2-small", "dinov2", "facebook/dinov2-small", 22.1, 10, notes="DINOv2 ViT-S/14: patch features (Matcher, PerSAM)"),
+    ModelSpec("dinov2-base", "dinov2", "facebook/dinov2-base", 86.6, 20, notes="DINOv2 ViT-B/14: patch features"),
+    ModelSpec("dinov2-large", "dinov2", "facebook/dinov2-large", 304.4, 30, notes="DINOv2 ViT-L/14: patch features (Matcher's)"),
+    ModelSpec("dinov3-vits16", "dinov3", "facebook/dinov3-vits16-pretrain-lvd1689m", 21.6, 15,
+              notes="DINOv3 ViT-S/16: patch features (gated: accept the DINOv3 License on the hub)"),
+    ModelSpec("seggpt-vit-large", "seggpt", "BAAI/seggpt-vit-large", 370.0, 10,
+              notes="SegGPT ViT-L: in-context segmentation from reference examples"),
 ]
 
 #: name -> spec, in registration order (read it; add to it with :func:`register_model`)

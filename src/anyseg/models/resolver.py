@@ -31,8 +31,8 @@ from pathlib import Path
 from anyseg.errors import ModelError
 from anyseg.models import weights as weights_mod
 from anyseg.models.families import (
-    CAPABILITIES, CONCEPTS, DETECT, EVERYTHING, FAMILY_RECORDS, GRID, LABELS, PROMPTABLE, SEMANTIC, TEXT, VIDEO, families_with,
-    family_for_model_type, known_model_types,
+    CAPABILITIES, CONCEPTS, DETECT, EVERYTHING, FAMILY_RECORDS, FEATURES, FEWSHOT, GRID, LABELS, PROMPTABLE, SEMANTIC, TEXT,
+    VIDEO, families_with, family_for_model_type, known_model_types,
 )
 from anyseg.models.registry import REGISTRY, ModelSpec, get_spec, models_with
 
@@ -67,6 +67,8 @@ WORDS: dict[str, Words] = {
     CONCEPTS: Words("SAM 3 model", "take concept prompts", example="sam3"),
     DETECT: Words("text detector", "detect boxes from words", example="grounding-dino-tiny"),
     LABELS: Words("CLIP model", "label regions with words", example="clip-vit-b16"),
+    FEATURES: Words("feature model (DINOv2 / DINOv3)", "compute patch features", example="dinov2-small"),
+    FEWSHOT: Words("in-context model (SegGPT, SAM 3)", "segment from reference examples", example="seggpt-vit-large"),
 }
 
 
