@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -146,13 +145,11 @@ def test_guidance_changes_the_decoder_and_leaves_the_model_alone(preds, family):
     np.testing.assert_array_equal(p.predict(emb, prompt).logits, p.predict(emb, prompt).logits)
 
 
-def test_persam_f_trains_two_weights_in_seconds_and_nothing_else(preds):
+def test_persam_f_trains_two_weights_and_nothing_else(preds):
     p = preds["sam"]
     state = {k: v.clone() for k, v in p.model.state_dict().items()}
     grads = {k: v.requires_grad for k, v in p.model.named_parameters()}
-    t = time.perf_counter()
-    fitted = PerSamFMethod(p).fit(_refs())
-    assert time.perf_counter() - t < 30  # seconds on a loaded CPU (about one without load)
+    fitted = PerSamFMethod(p).fit(_refs())  # (its speed is bench/fewshot_latency.py's, not a test's)
     w = fitted.weights
     assert w.shape == (3,) and abs(float(w.sum()) - 1) < 1e-5
     assert not np.allclose(w, 1 / 3)  # trained

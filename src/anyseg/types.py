@@ -395,20 +395,35 @@ class Prompt:
     def is_empty(self) -> bool:
         return all(v is None for v in (self.points, self.box, self.mask_logits, self.mask, self.text))
 
-    def check_within(self, image_size: tuple[int, int]) -> None:
-        """Raise :class:`PromptError` if a point or box lies outside an ``(H, W)`` image."""
+    def first_outside(self, image_size: tuple[int, int]) -> tuple[str, Any] | None:
+        """The first part of the prompt that does not fit an ``(H, W)`` image: ``("point", (x, y))``,
+        ``("box", box)`` or ``("mask", mask)``; ``None`` when all fit. The one geometric check
+        behind :meth:`check_within` and the video prompts' own messages."""
         h, w = image_size
         if self.points is not None:
             bad = (self.points[:, 0] < 0) | (self.points[:, 0] > w) | (self.points[:, 1] < 0) | (self.points[:, 1] > h)
             if bad.any():
                 x, y = self.points[np.flatnonzero(bad)[0]]
-                raise PromptError(f"point ({x:g}, {y:g}) is outside the {w}x{h} image (expected 0 <= x <= {w}, 0 <= y <= {h})")
+                return "point", (x, y)
         if self.box is not None:
             x0, y0, x1, y1 = self.box
             if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                raise PromptError(f"box {[float(v) for v in self.box]} is outside the {w}x{h} image")
+                return "box", self.box
         if self.mask is not None and self.mask.shape != (h, w):
-            raise PromptError(f"mask input must match the image size {h}x{w}; got {_shape(self.mask)}")
+            return "mask", self.mask
+        return None
+
+    def check_within(self, image_size: tuple[int, int]) -> None:
+        """Raise :class:`PromptError` if a point or box lies outside an ``(H, W)`` image."""
+        h, w = image_size
+        kind, value = self.first_outside(image_size) or (None, None)
+        if kind == "point":
+            x, y = value
+            raise PromptError(f"point ({x:g}, {y:g}) is outside the {w}x{h} image (expected 0 <= x <= {w}, 0 <= y <= {h})")
+        if kind == "box":
+            raise PromptError(f"box {[float(v) for v in value]} is outside the {w}x{h} image")
+        if kind == "mask":
+            raise PromptError(f"mask input must match the image size {h}x{w}; got {_shape(value)}")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -102,18 +102,14 @@ class ObjectPrompt:
         """Raise a one-line :class:`PromptError` if a point or the box lies outside an ``(H, W)``
         frame, or the mask is not ``H x W``."""
         h, w = size
-        p = self.prompt
-        if p.points is not None:
-            bad = (p.points[:, 0] < 0) | (p.points[:, 0] > w) | (p.points[:, 1] < 0) | (p.points[:, 1] > h)
-            if bad.any():
-                x, y = p.points[np.flatnonzero(bad)[0]]
-                raise PromptError(f"point ({x:g}, {y:g}) is outside the {w}x{h} frame {self.frame}")
-        if p.box is not None:
-            x0, y0, x1, y1 = p.box
-            if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                raise PromptError(f"box {p.box.tolist()} is outside the {w}x{h} frame {self.frame}")
-        if p.mask is not None and p.mask.shape != (h, w):
-            raise PromptError(f"mask prompt is {p.mask.shape[1]}x{p.mask.shape[0]}, the video is {w}x{h}")
+        kind, value = self.prompt.first_outside(size) or (None, None)
+        if kind == "point":
+            x, y = value
+            raise PromptError(f"point ({x:g}, {y:g}) is outside the {w}x{h} frame {self.frame}")
+        if kind == "box":
+            raise PromptError(f"box {value.tolist()} is outside the {w}x{h} frame {self.frame}")
+        if kind == "mask":
+            raise PromptError(f"mask prompt is {value.shape[1]}x{value.shape[0]}, the video is {w}x{h}")
 
     def __repr__(self) -> str:
         return f"ObjectPrompt(frame={self.frame}, obj_id={self.obj_id}, prompt={self.prompt.to_json()})"
