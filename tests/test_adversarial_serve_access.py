@@ -112,7 +112,7 @@ def test_a_timed_out_job_is_cancelled_and_the_next_request_is_served(tmp_path):
 
 def test_a_timed_out_classical_job_stops_at_its_checkpoints(tmp_path, monkeypatch):
     """The real engine: GrabCut checks the token between cuts, so the timed-out job frees the worker."""
-    from anyseg.models import classical, load_model
+    from anyseg.models import classical, classical_cut, load_model
 
     stopped_inside = []
 
@@ -125,7 +125,8 @@ def test_a_timed_out_classical_job_stops_at_its_checkpoints(tmp_path, monkeypatc
                 stopped_inside.append(True)
                 raise
 
-    monkeypatch.setattr(classical, "cancel", Spy)
+    monkeypatch.setattr(classical, "cancel", Spy)  # the checkpoints live in both halves of the engine
+    monkeypatch.setattr(classical_cut, "cancel", Spy)
     with TestClient(make_app(tmp_path, load_model("classical"), workers=1, queue_size=2), base_url=BASE) as c:
         iid = upload(c, png_image(960, 1280)).json()["id"]
         pool = c.app.state.anyseg.pool
