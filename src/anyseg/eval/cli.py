@@ -1,4 +1,4 @@
-"""``anyseg eval ...``: interactive, box, video, semantic, stored-mask and few-shot evaluation.
+"""``anyseg eval ...``: interactive, box, video, semantic, stored-mask, few-shot and discovery evaluation.
 
 Each ``anyseg eval KIND`` is an :class:`EvalProtocol` of :data:`PROTOCOLS`: its
 ``add_parser(sub)`` adds the options, its ``run(job)`` reads the data, scores into the job's
@@ -25,7 +25,7 @@ from anyseg.errors import InputError
 from anyseg.runtime import RUNTIMES
 
 __all__ = ["EvalJob", "EvalProtocol", "InteractiveProtocol", "BoxProtocol", "VideoProtocol", "SemanticProtocol",
-           "MasksProtocol", "FewshotProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
+           "MasksProtocol", "FewshotProtocol", "DiscoverProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
            "check_options", "peak_rss"]
 
 #: most items ``--limit`` may ask for, and most simulated clicks per item
@@ -522,9 +522,29 @@ class FewshotProtocol(EvalProtocol):
         return job.report(st, *fewshot.run_fewshot(segmenter, plan.episodes[: args.limit or None], st))
 
 
+class DiscoverProtocol(EvalProtocol):
+    """Object discovery and unsupervised segmentation (:mod:`anyseg.eval.discover`): single-object
+    saliency (IoU, accuracy, max F-beta), CorLoc, and unsupervised semantic mIoU with a global
+    (STEGO) or per-image (DiffSeg) Hungarian matching."""
+
+    name = "discover"
+    help = "object discovery: saliency (IoU, max F-beta), CorLoc, unsupervised semantic mIoU (Hungarian matching)"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        from anyseg.eval.discover import add_arguments
+
+        add_arguments(p)
+        _common_options(p, None)
+
+    def run(self, job: EvalJob) -> int:
+        from anyseg.eval.discover import run_discover_eval
+
+        return run_discover_eval(job)
+
+
 #: every ``anyseg eval KIND``, in ``--help`` order
 PROTOCOLS: tuple[EvalProtocol, ...] = (InteractiveProtocol(), BoxProtocol(), VideoProtocol(), SemanticProtocol(),
-                                       MasksProtocol(), FewshotProtocol())
+                                       MasksProtocol(), FewshotProtocol(), DiscoverProtocol())
 KINDS = tuple(protocol.name for protocol in PROTOCOLS)
 
 

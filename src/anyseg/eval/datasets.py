@@ -68,7 +68,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", max_bytes: int |
         raise InputError(f"cannot read {what} {path}: not valid UTF-8 JSON ({str(e)[:120]})") from None
 
 
-def _open_mask(path: Path, size: tuple[int, int] | None, reference: str, max_pixels: int | None = None):
+def open_mask(path: Path, size: tuple[int, int] | None = None, reference: str = "", max_pixels: int | None = None):
     """The opened (not yet decoded) image at ``path``, its declared size checked first."""
     import warnings
 
@@ -123,7 +123,7 @@ def _read_array(path: Path, size: tuple[int, int] | None = None, reference: str 
 
     from PIL import Image
 
-    im = _open_mask(Path(path), size, reference, max_pixels)
+    im = open_mask(Path(path), size, reference, max_pixels)
     try:
         with im, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -40,11 +40,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from anyseg.errors import InputError
+from anyseg.eval.datasets import open_mask
 
 __all__ = ["LAYOUTS", "EPISODES_FILE", "DEFAULT_EPISODES", "FOLDS", "SPLITS", "Shot", "Episode", "FewshotData",
            "detect_layout", "read_fewshot", "read_episodes_folder", "fold_split", "plan_episodes", "grey_mask",
@@ -124,36 +125,10 @@ class FewshotData:
 
 
 # -- mask files --------------------------------------------------------------------------------
-
-
-def _open(path: Path) -> Any:
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    from anyseg.io.images import max_pixels_default
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except FileNotFoundError:
-        raise InputError(f"mask file not found: {path}") from None
-    except UnidentifiedImageError:
-        raise InputError(f"cannot read {path}: not an image (or an unsupported format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise InputError(f"cannot read mask {path}: {e}") from None
-    w, h = im.size
-    if w * h > max_pixels_default():
-        im.close()
-        raise InputError(f"mask {path} has {w}x{h} pixels, over the limit (raise it with ANYSEG_MAX_PIXELS)")
-    return im
-
-
 def grey_mask(path: str | os.PathLike) -> np.ndarray:
     """``(H, W)`` uint8 of a mask image: palette indices of 'P' images, else its grey values."""
     path = Path(path)
-    im = _open(path)
+    im = open_mask(path)
     try:
         with im:
             if im.mode in ("P", "PA"):
@@ -166,7 +141,7 @@ def grey_mask(path: str | os.PathLike) -> np.ndarray:
 def label_map(path: str | os.PathLike) -> np.ndarray:
     """``(H, W)`` int class ids of a label-map PNG (palette indices or grey values, one channel)."""
     path = Path(path)
-    im = _open(path)
+    im = open_mask(path)
     try:
         with im:
             if im.mode not in ("P", "L", "I", "I;16", "1"):

@@ -1,4 +1,4 @@
-"""DINOv2 / DINOv3 dense patch features through transformers (the ``features`` loader of both families).
+"""DINO / DINOv2 / DINOv3 dense patch features through transformers (the ``features`` loader of the three families).
 
 Preprocessing is done here (DINOv3's image processor needs torchvision, which anyseg does not
 depend on): the image is resized with PIL bicubic (the resampling of DINOv2's
@@ -11,6 +11,20 @@ The features are the patch tokens of the last layer, CLS and register tokens ski
 (``config.num_register_tokens``: DINOv3, DINOv2 with registers). ``prenorm=True`` (the default)
 takes them before the final LayerNorm, as Matcher does (DINOv2's ``x_prenorm``);
 ``prenorm=False`` takes ``last_hidden_state``.
+
+``patch_features(image, kind="keys")`` returns instead the last layer's self-attention *keys*
+of the patch tokens (the features of TokenCut, MaskCut and deep spectral methods): the output of
+the last layer's key projection (``k_proj``; ``attention.attention.key`` in the hub
+checkpoints), caught by a forward hook, all heads concatenated (the full key vector, as
+TokenCut's ``k.transpose(1, 2).reshape(B, N, -1)``), CLS and register tokens dropped. For
+DINOv3 that is the key before its rotary position embedding (content only, no RoPE).
+
+DINO v1 (family ``dino``, ``facebook/dino-vits16`` ...) loads as transformers' ``ViTModel``
+without its pooler (``add_pooling_layer=False``: the hub checkpoints have none) and runs with
+``interpolate_pos_encoding=True`` (its position embeddings are for 224x224). Its default size
+is :data:`DINO_SIZE` (480 on the longest side: MaskCut's ``fixed_size``; TokenCut runs images at
+their own size, about 500 pixels for VOC), ``max_cells`` (4096) bounding the grid: a ViT-S/8
+gets a 60x45 grid for a 640x480 image.
 
 >>> from anyseg.models.dino import load_features
 >>> dino = load_features("dinov2-small")
@@ -32,13 +46,28 @@ from anyseg.models.families import FEATURES
 from anyseg.models.features import PatchFeatures, grid_for
 from anyseg.models.registry import ModelSpec
 
-__all__ = ["DinoFeatures", "load_features", "DEFAULT_SIZE", "SIDES"]
+__all__ = ["DinoFeatures", "load_features", "DEFAULT_SIZE", "DINO_SIZE", "SIDES", "KINDS"]
 
 #: default resize target in pixels: Matcher's 518 (37 patches of 14); 512 for 16-pixel patches
 DEFAULT_SIZE = 518
+#: the DINO v1 family's default (MaskCut's fixed size; a whole number of 8- and 16-pixel patches)
+DINO_SIZE = 480
 SIDES = ("longest", "shortest")
+#: what :meth:`DinoFeatures.patch_features` returns: the last layer's tokens or its attention keys
+KINDS = ("tokens", "keys")
 #: the transformers class of a checkpoint whose ``model_type`` is not the family record's default
 _CLASS_OF_TYPE = {"dinov2_with_registers": "Dinov2WithRegistersModel"}
+#: the default size of a checkpoint's ``model_type`` when not :data:`DEFAULT_SIZE` (DINO v1's ``vit``)
+_SIZE_OF_TYPE = {"vit": DINO_SIZE}
+
+
+def _last_key_projection(model: Any) -> Any:
+    """The last transformer layer's key ``Linear`` (``...attention.k_proj`` in transformers 5,
+    ``...attention.attention.key`` in earlier versions), found by name."""
+    found = [m for name, m in model.named_modules() if name.endswith((".k_proj", ".attention.key"))]
+    if not found:
+        raise ModelError(f"{type(model).__name__} has no attention key projection (k_proj) to read keys from")
+    return found[-1]  # named_modules walks the layers in order
 
 
 def _patch_size(config: Any) -> int:
@@ -48,15 +77,15 @@ def _patch_size(config: Any) -> int:
 
 
 class DinoFeatures:
-    """Patch features of a DINOv2 / DINOv3 model (satisfies :class:`anyseg.models.features.FeatureExtractor`).
+    """Patch features of a DINO / DINOv2 / DINOv3 model (satisfies :class:`anyseg.models.features.FeatureExtractor`).
 
     Args:
         spec: the model's registry spec (or the spec of a local folder).
-        model: the loaded transformers model (``Dinov2Model``, ``DINOv3ViTModel``, ...), in eval mode.
+        model: the loaded transformers model (``ViTModel``, ``Dinov2Model``, ``DINOv3ViTModel``, ...), in eval mode.
         device: torch device it is on.
         mean, std: normalisation; ``None``: the family record's.
         size: resize target in pixels for ``side`` (rounded to whole patches); default
-            :data:`DEFAULT_SIZE` rounded to the patch size.
+            :data:`DEFAULT_SIZE` rounded to the patch size (:data:`DINO_SIZE` for DINO v1).
         side: ``longest`` (the longer side is about ``size``: bounded cost) or ``shortest``.
         prenorm: patch tokens before the final LayerNorm (Matcher's choice) or after it.
         max_cells: grids above this many patches are scaled down (attention cost is quadratic).
@@ -71,8 +100,11 @@ class DinoFeatures:
         self.mean, self.std = tuple(mean or d_mean), tuple(std or d_std)
         self.patch_size = _patch_size(model.config)
         self.num_registers = int(getattr(model.config, "num_register_tokens", 0) or 0)
+        #: ViTModel (DINO v1) interpolates its 224x224 position embeddings only when asked
+        self.interpolate = getattr(model.config, "model_type", "") == "vit"
         if size is None:
-            size = max(1, round(DEFAULT_SIZE / self.patch_size)) * self.patch_size
+            target = _SIZE_OF_TYPE.get(getattr(model.config, "model_type", ""), DEFAULT_SIZE)
+            size = max(1, round(target / self.patch_size)) * self.patch_size
         if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < self.patch_size:
             raise InputError(f"feature size must be a whole number of pixels >= the patch size {self.patch_size}; "
                              f"got {size!r}")
@@ -84,7 +116,13 @@ class DinoFeatures:
 
     @property
     def model_id(self) -> str:
-        """Identity of the weights and of the settings that change the numbers."""
+        """Identity of the weights and of the settings that change the numbers (the tokens)."""
+        return self.features_id("tokens")
+
+    def features_id(self, kind: str = "tokens") -> str:
+        """:attr:`model_id` of ``kind``'s features (the keys' differs from the tokens')."""
+        if kind == "keys":
+            return f"{self.name}:{self.side}{self.size}:keys"
         return f"{self.name}:{self.side}{self.size}{'' if self.prenorm else ':norm'}"
 
     @classmethod
@@ -99,7 +137,9 @@ class DinoFeatures:
         class_name = _CLASS_OF_TYPE.get(read_model_type(folder) or "", family.classes.get("features"))
         if not class_name:
             raise ModelError(f"the {family.title} family record names no transformers class for its features")
-        model = load_pretrained(spec, folder, class_name, device)
+        # DINO v1 checkpoints have no pooler: ViTModel's default one would be reported missing
+        extra = {"add_pooling_layer": False} if class_name == "ViTModel" else {}
+        model = load_pretrained(spec, folder, class_name, device, **extra)
         mean, std = preprocessor_normalization(folder, family.normalize)
         return cls(spec, model, device=device, mean=mean, std=std, folder=Path(folder), **options)
 
@@ -120,16 +160,37 @@ class DinoFeatures:
         return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32), (gh, gw)
 
     # -- features -------------------------------------------------------------------------
-    def patch_features(self, image: np.ndarray) -> PatchFeatures:
-        """The ``(gh, gw, C)`` patch features of an ``(H, W, 3)`` uint8 RGB image."""
+    def patch_features(self, image: np.ndarray, kind: str = "tokens") -> PatchFeatures:
+        """The ``(gh, gw, C)`` patch features of an ``(H, W, 3)`` uint8 RGB image.
+
+        ``kind``: ``tokens`` (the last layer's patch tokens, see ``prenorm``) or ``keys`` (its
+        self-attention keys, heads concatenated: TokenCut's features).
+        """
         import torch
 
+        if kind not in KINDS:
+            raise InputError(f"feature kind must be one of {', '.join(KINDS)}; got {kind!r}")
         image = check_image(image)
         pixels, (gh, gw) = self.preprocess(image)
         x = torch.from_numpy(pixels)[None].to(self.device)
-        with torch.inference_mode():
-            out = self.model(pixel_values=x, output_hidden_states=self.prenorm)
-        tokens = out.hidden_states[-1] if self.prenorm else out.last_hidden_state
+        kwargs: dict[str, Any] = {"interpolate_pos_encoding": True} if self.interpolate else {}
+        caught: dict[str, Any] = {}
+        hook = None
+        if kind == "keys":
+            hook = _last_key_projection(self.model).register_forward_hook(
+                lambda _module, _inputs, output: caught.__setitem__("keys", output))
+        try:
+            with torch.inference_mode():
+                out = self.model(pixel_values=x, output_hidden_states=self.prenorm and kind == "tokens", **kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
+        if kind == "keys":
+            tokens = caught.get("keys")
+            if tokens is None:
+                raise ModelError(f"{self.name}: its last key projection did not run in the forward pass")
+        else:
+            tokens = out.hidden_states[-1] if self.prenorm else out.last_hidden_state
         start = 1 + self.num_registers
         patches = tokens[0, start:start + gh * gw]
         if patches.shape[0] != gh * gw:
@@ -137,7 +198,7 @@ class DinoFeatures:
                              f"(expected {gh * gw}: is num_register_tokens right in its config.json?)")
         feats = patches.float().cpu().numpy().reshape(gh, gw, -1)
         return PatchFeatures(feats, self.patch_size, (gh * self.patch_size, gw * self.patch_size),
-                             image.shape[:2], self.model_id)
+                             image.shape[:2], self.features_id(kind))
 
     def __repr__(self) -> str:
         return f"DinoFeatures({self.name!r}, patch={self.patch_size}, {self.side}={self.size}, device={self.device!r})"
@@ -148,7 +209,7 @@ def load_features(name_or_path: str | os.PathLike = "dinov2-small", device: str 
                   **options: Any) -> Any:
     """Load a dense feature model (capability ``features``) by registry name, ``auto`` or local folder.
 
-    The model is built by its family record's ``features`` loader (for DINOv2 / DINOv3:
+    The model is built by its family record's ``features`` loader (for DINO / DINOv2 / DINOv3:
     :meth:`DinoFeatures.from_folder`, which takes ``size``, ``side``, ``prenorm``, ``max_cells``).
     Errors (unknown name, a folder of another family, weights absent and not downloadable) are
     one-line :class:`~anyseg.errors.ModelError`.

@@ -33,7 +33,7 @@ from anyseg.runtime.table import ONNX_RUNTIMES, RUNTIMES, TORCH_RUNTIMES
 __all__ = ["Family", "FAMILY_RECORDS", "CAPABILITIES", "GEOMETRIES", "ROLES", "TRAITS", "register_family", "get_family",
            "find_family", "family_for_model_type", "known_model_types", "families_with",
            "PROMPTABLE", "EVERYTHING", "GRID", "VIDEO", "TEXT", "SEMANTIC", "CONCEPTS", "DETECT", "LABELS",
-           "FEATURES", "FEWSHOT"]
+           "FEATURES", "FEWSHOT", "DIFFUSION"]
 
 # -- capabilities: what a family's models can do ---------------------------------------------------
 PROMPTABLE = "promptable"  #: points, boxes, masks -> masks: ``load_model`` builds a Predictor
@@ -47,7 +47,9 @@ DETECT = "detect"  #: words -> boxes, masks then from a promptable model (Ground
 LABELS = "labels"  #: scores image regions against words (CLIP: mask labels, dense class maps)
 FEATURES = "features"  #: dense patch features of an image (DINOv2 / DINOv3): matching, discovery
 FEWSHOT = "fewshot"  #: segments, in a new image, what reference examples show (SegGPT, SAM 3 exemplars)
-CAPABILITIES = (PROMPTABLE, EVERYTHING, GRID, VIDEO, TEXT, SEMANTIC, CONCEPTS, DETECT, LABELS, FEATURES, FEWSHOT)
+DIFFUSION = "diffusion"  #: a text-to-image diffusion model whose UNet attention discovery reads (DiffSeg)
+CAPABILITIES = (PROMPTABLE, EVERYTHING, GRID, VIDEO, TEXT, SEMANTIC, CONCEPTS, DETECT, LABELS, FEATURES, FEWSHOT,
+                DIFFUSION)
 
 #: how an image maps into the model's S x S input: resize the longest side to S and pad
 #: bottom/right (segment-anything), or resize to S x S without keeping the aspect ratio (SAM 2)
@@ -70,8 +72,11 @@ ROLES = {
     "features": "(spec, folder, device) -> models.features.FeatureExtractor (dense patch features)   [capability features]",
     "fewshot": "(spec, folder, device) -> the in-context model of a fewshot method (SegGPT, SAM 3 exemplars)   "
                "[capability fewshot]",
+    "diffusion": "(spec, folder, device) -> models.diffusion.DiffusionModel (UNet, VAE, text encoder)   "
+                 "[capability diffusion]",
 }
-_ROLE_OF = {PROMPTABLE: "predictor", VIDEO: "tracker", TEXT: "text", FEATURES: "features", FEWSHOT: "fewshot"}
+_ROLE_OF = {PROMPTABLE: "predictor", VIDEO: "tracker", TEXT: "text", FEATURES: "features", FEWSHOT: "fewshot",
+            DIFFUSION: "diffusion"}
 
 #: a loader: ``"package.module:attribute[.attribute]"`` (imported on first use) or the callable itself
 Loader = Union[str, Callable[..., Any]]
@@ -92,10 +97,10 @@ class Family:
         geometry: one of :data:`GEOMETRIES` for the SAM-style adapters, else ``None`` (the
             adapter does its own resizing).
         normalize: default ``(mean, std)`` (a checkpoint's ``preprocessor_config.json`` overrides it).
-        predictor, tracker, text, features, fewshot: the loaders of its image predictor, video
-            tracker, text adapter, dense feature extractor and in-context (reference-example)
-            model (see :data:`ROLES`); required by the capabilities promptable, video, text,
-            features, fewshot.
+        predictor, tracker, text, features, fewshot, diffusion: the loaders of its image predictor,
+            video tracker, text adapter, dense feature extractor, in-context (reference-example)
+            model and diffusion model (see :data:`ROLES`); required by the capabilities
+            promptable, video, text, features, fewshot, diffusion.
         classes: transformers class names by role (``image``, ``video``, ``video_session``, ``text``).
         serves: capability -> the model types whose checkpoints can serve it (a capability not
             listed: every model type). ``auto`` skips a local folder that cannot serve the task,
@@ -124,6 +129,7 @@ class Family:
     text: Loader | None = None
     features: Loader | None = None
     fewshot: Loader | None = None
+    diffusion: Loader | None = None
     classes: Mapping[str, str] = field(default_factory=dict)
     serves: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     key_mappings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -342,6 +348,13 @@ register_family(Family(
 register_family(Family(
     "dinov3", "DINOv3", ("dinov3_vit",), {FEATURES}, None, IMAGENET, features="anyseg.models.dino:DinoFeatures.from_folder",
     classes={"features": "DINOv3ViTModel"}, auto_rank={FEATURES: 0}))
+register_family(Family(
+    "dino", "DINO", ("vit",), {FEATURES}, None, IMAGENET, features="anyseg.models.dino:DinoFeatures.from_folder",
+    classes={"features": "ViTModel"}, auto_rank={FEATURES: -1}))
+register_family(Family(
+    "stable_diffusion", "Stable Diffusion", ("stable-diffusion",), {DIFFUSION}, None, None,
+    diffusion="anyseg.models.diffusion:DiffusionModel.from_folder", requires=("diffusers",),
+    requires_why="(the diffusion extra: pip install 'anyseg[diffusion]')"))
 register_family(Family(
     "seggpt", "SegGPT", ("seggpt",), {FEWSHOT}, None, IMAGENET, fewshot="anyseg.fewshot.seggpt:SegGptModel.from_folder",
     classes={"fewshot": "SegGptForImageSegmentation"}))

@@ -138,4 +138,6 @@ class FeatureExtractor(Protocol):
     @property
     def model_id(self) -> str: ...
 
-    def patch_features(self, image: np.ndarray) -> PatchFeatures: ...
+    def patch_features(self, image: np.ndarray, kind: str = "tokens") -> PatchFeatures:
+        """``kind``: ``tokens`` (the last layer's patch tokens) or ``keys`` (its attention keys:
+        TokenCut, MaskCut, deep spectral methods)."""

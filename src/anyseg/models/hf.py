@@ -15,8 +15,9 @@ def _first_line(e: BaseException) -> str:
 
 
 def load_pretrained(spec: ModelSpec, folder: Path, class_name: str, device: str = "cpu",
-                    key_mapping: dict[str, str] | None = None) -> Any:
-    """``transformers.<class_name>.from_pretrained(folder)`` (safetensors only), in eval mode on ``device``.
+                    key_mapping: dict[str, str] | None = None, **model_kwargs: Any) -> Any:
+    """``transformers.<class_name>.from_pretrained(folder, **model_kwargs)`` (safetensors only), in eval
+    mode on ``device`` (``model_kwargs``: the class's own arguments, e.g. ``add_pooling_layer=False``).
 
     Corrupt safetensors, shape mismatches and bad configs are the weights' fault: one line
     naming the model and the folder. Weights the checkpoint lacks would be left random by
@@ -31,7 +32,7 @@ def load_pretrained(spec: ModelSpec, folder: Path, class_name: str, device: str 
     model_cls = getattr(transformers, class_name)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
-    kwargs: dict[str, Any] = {"use_safetensors": True, "output_loading_info": True}
+    kwargs: dict[str, Any] = {**model_kwargs, "use_safetensors": True, "output_loading_info": True}
     if key_mapping:
         kwargs["key_mapping"] = key_mapping
     try:

@@ -90,6 +90,15 @@ _SPECS = [
               notes="DINOv3 ViT-S/16: patch features (gated: accept the DINOv3 License on the hub)"),
     ModelSpec("seggpt-vit-large", "seggpt", "BAAI/seggpt-vit-large", 370.0, 10,
               notes="SegGPT ViT-L: in-context segmentation from reference examples"),
+    # discovery (issue 17): DINO v1 (Apache-2.0) for TokenCut / MaskCut, Stable Diffusion (CreativeML OpenRAIL-M) for DiffSeg
+    ModelSpec("dino-vits16", "dino", "facebook/dino-vits16", 21.7, 10, notes="DINO ViT-S/16: TokenCut's main backbone"),
+    ModelSpec("dino-vits8", "dino", "facebook/dino-vits8", 21.7, 20, notes="DINO ViT-S/8: finer patches (TokenCut, MaskCut)"),
+    ModelSpec("dino-vitb16", "dino", "facebook/dino-vitb16", 85.8, 15, notes="DINO ViT-B/16"),
+    ModelSpec("dino-vitb8", "dino", "facebook/dino-vitb8", 85.8, 25, notes="DINO ViT-B/8: MaskCut's (CutLER) backbone"),
+    ModelSpec("sd-v1-4", "stable_diffusion", "CompVis/stable-diffusion-v1-4", 1066.0, 10,
+              notes="Stable Diffusion v1.4: DiffSeg's self-attention (licence: CreativeML OpenRAIL-M)"),
+    ModelSpec("sd-v1-5", "stable_diffusion", "stable-diffusion-v1-5/stable-diffusion-v1-5", 1066.0, 12,
+              notes="Stable Diffusion v1.5: DiffSeg (licence: CreativeML OpenRAIL-M)"),
 ]
 
 #: name -> spec, in registration order (read it; add to it with :func:`register_model`)

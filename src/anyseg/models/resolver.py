@@ -31,8 +31,8 @@ from pathlib import Path
 from anyseg.errors import ModelError
 from anyseg.models import weights as weights_mod
 from anyseg.models.families import (
-    CAPABILITIES, CONCEPTS, DETECT, EVERYTHING, FAMILY_RECORDS, FEATURES, FEWSHOT, GRID, LABELS, PROMPTABLE, SEMANTIC, TEXT,
-    VIDEO, families_with, family_for_model_type, known_model_types,
+    CAPABILITIES, CONCEPTS, DETECT, DIFFUSION, EVERYTHING, FAMILY_RECORDS, FEATURES, FEWSHOT, GRID, LABELS, PROMPTABLE,
+    SEMANTIC, TEXT, VIDEO, families_with, family_for_model_type, known_model_types,
 )
 from anyseg.models.registry import REGISTRY, ModelSpec, get_spec, models_with
 
@@ -67,8 +67,9 @@ WORDS: dict[str, Words] = {
     CONCEPTS: Words("SAM 3 model", "take concept prompts", example="sam3"),
     DETECT: Words("text detector", "detect boxes from words", example="grounding-dino-tiny"),
     LABELS: Words("CLIP model", "label regions with words", example="clip-vit-b16"),
-    FEATURES: Words("feature model (DINOv2 / DINOv3)", "compute patch features", example="dinov2-small"),
+    FEATURES: Words("feature model (DINO / DINOv2 / DINOv3)", "compute patch features", example="dinov2-small"),
     FEWSHOT: Words("in-context model (SegGPT, SAM 3)", "segment from reference examples", example="seggpt-vit-large"),
+    DIFFUSION: Words("diffusion model (Stable Diffusion)", "run a diffusion UNet", example="sd-v1-4"),
 }
 
 
@@ -114,13 +115,16 @@ def spec_for_folder(path: str | os.PathLike) -> ModelSpec:
         raise ModelError(f"model folder not found: {folder} (--model takes a registry name or a local model folder; "
                          "see `anyseg models list`)")
     config = folder / "config.json"
-    if not config.is_file():
+    if not config.is_file() and (folder / "model_index.json").is_file():  # a diffusers pipeline folder
+        model_type = weights_mod.read_model_type(folder)
+    elif not config.is_file():
         raise ModelError(f"model folder {folder} has no config.json (a transformers model folder holds config.json "
-                         "and *.safetensors)")
-    try:
-        model_type = json.loads(config.read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError) as e:
-        raise ModelError(f"model folder {folder}: config.json is not valid JSON ({e})") from None
+                         "and *.safetensors; a diffusers folder model_index.json)")
+    else:
+        try:
+            model_type = json.loads(config.read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as e:
+            raise ModelError(f"model folder {folder}: config.json is not valid JSON ({e})") from None
     family = family_for_model_type(model_type)
     if family is None:
         raise ModelError(f"model folder {folder}: config.json has model_type {model_type!r}, which no anyseg model "

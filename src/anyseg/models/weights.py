@@ -1,7 +1,9 @@
 """Weight resolution: explicit path -> ``ANYSEG_MODELS`` -> Hugging Face cache -> download.
 
-Weights are transformers-format folders (``config.json`` + ``*.safetensors``); pickled
-``*.bin`` checkpoints are refused (never unpickle untrusted files). Offline
+Weights are transformers-format folders (``config.json`` + ``*.safetensors``), or diffusers
+pipeline folders (``model_index.json`` + ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
+``scheduler/``: Stable Diffusion, read by :mod:`anyseg.models.diffusion`); pickled ``*.bin``
+/ ``*.ckpt`` checkpoints are refused (never unpickle untrusted files). Offline
 (``HF_HUB_OFFLINE=1``, ``ANYSEG_OFFLINE=1``, or no route to the hub) a missing model fails
 fast with one line that says how to provide it.
 """
@@ -19,6 +21,45 @@ from anyseg.models.registry import ModelSpec
 
 #: files fetched from the hub: configs, safetensors weights, tokenizer files
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+
+#: ``model_index.json``'s ``_class_name`` -> the model type a family record claims
+DIFFUSERS_MODEL_TYPES = {"StableDiffusionPipeline": "stable-diffusion"}
+#: the components of a diffusers pipeline folder anyseg reads, and their weights file (fp32 main
+#: file; a local folder may hold the ``.fp16`` variant instead)
+DIFFUSERS_WEIGHTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+#: fetched for a diffusers family: what DiffSeg needs (never the safety checker, the feature
+#: extractor, the root single-file checkpoints, ``.ckpt`` / ``.bin`` or the fp16 / EMA variants)
+DIFFUSERS_PATTERNS = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/*.json", "tokenizer/*.txt",
+                      *(f"{c}/{f}" for c, w in DIFFUSERS_WEIGHTS.items() for f in ("config.json", f"{w}.safetensors"))]
+
+
+def is_diffusers_spec(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s family reads diffusers pipeline folders (e.g. Stable Diffusion)."""
+    from anyseg.models.families import find_family
+
+    family = find_family(spec.family)
+    return family is not None and bool(set(family.model_types) & set(DIFFUSERS_MODEL_TYPES.values()))
+
+
+def download_patterns(spec: ModelSpec) -> list[str]:
+    """The hub files fetched for ``spec`` (:data:`DIFFUSERS_PATTERNS` or :data:`DOWNLOAD_PATTERNS`)."""
+    return list(DIFFUSERS_PATTERNS if is_diffusers_spec(spec) else DOWNLOAD_PATTERNS)
+
+
+def _is_diffusers_dir(path: Path) -> bool:
+    return (path / "model_index.json").is_file() and not (path / "config.json").is_file()
+
+
+def _pipeline_class(path: Path) -> str | None:
+    try:
+        name = json.loads((path / "model_index.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _diffusers_type(path: Path) -> str | None:
+    return DIFFUSERS_MODEL_TYPES.get(_pipeline_class(path) or "")
 
 
 def _truthy(value: str | None) -> bool:
@@ -48,8 +89,9 @@ def hf_cache_dir() -> str:
 
 def how_to_get(spec: ModelSpec, pulling: bool = False) -> str:
     """How to make ``spec``'s weights available; ``pulling``: said by ``models pull`` itself."""
-    where = (f"put the transformers folder of {spec.hub_id} (config.json + *.safetensors) in "
-             f"$ANYSEG_MODELS/{spec.name}")
+    layout = ("diffusers folder of {} (model_index.json, unet/, vae/, text_encoder/, tokenizer/)" if is_diffusers_spec(spec)
+              else "transformers folder of {} (config.json + *.safetensors)").format(spec.hub_id)
+    where = f"put the {layout} in $ANYSEG_MODELS/{spec.name}"
     if pulling:
         return f"run it again while online, or {where}"
     return f"run `anyseg models pull {spec.name}` while online, {where}, or pass --weights PATH to the command"
@@ -68,6 +110,8 @@ def check_weights_dir(path: Path, spec: ModelSpec) -> Path:
             )
     if not path.exists():
         raise ModelError(f"weights path not found: {path}")
+    if _is_diffusers_dir(path):
+        return _check_diffusers_dir(path, spec)
     config = path / "config.json"
     safetensors = sorted(path.glob("*.safetensors"))
     missing = [n for n, ok in (("config.json", config.is_file()), ("*.safetensors", bool(safetensors))) if not ok]
@@ -87,8 +131,39 @@ def check_weights_dir(path: Path, spec: ModelSpec) -> Path:
     return path
 
 
+def _check_diffusers_dir(path: Path, spec: ModelSpec) -> Path:
+    """A diffusers pipeline folder: its model type, then each component's config and safetensors weights."""
+    model_type = _diffusers_type(path)
+    accepted = set(spec.family_record.model_types)
+    if model_type is None or (accepted and model_type not in accepted):
+        what = repr(model_type) if model_type else f"{_pipeline_class(path)!r} (model_index.json _class_name)"
+        raise ModelError(f"weights folder {path} holds a {what} diffusers pipeline, but {spec.name} needs one "
+                         f"of {sorted(accepted)}")
+    missing = []
+    for component, stem in DIFFUSERS_WEIGHTS.items():
+        sub = path / component
+        if not (sub / "config.json").is_file():
+            missing.append(f"{component}/config.json")
+        if not any((sub / f"{stem}{v}.safetensors").is_file() for v in ("", ".fp16")):
+            missing.append(f"{component}/{stem}.safetensors")
+    vocab = ("tokenizer.json", "vocab.json")
+    if not any((path / "tokenizer" / f).is_file() for f in vocab):
+        missing.append("tokenizer/vocab.json")
+    if missing:
+        pickled = sorted(str(p.relative_to(path)) for pattern in ("*/*.bin", "*.ckpt") for p in path.glob(pattern))
+        extra = f"; found pickled {pickled[0]}, which anyseg does not load (convert it to safetensors)" if pickled else ""
+        raise ModelError(f"diffusers folder {path} for {spec.name} lacks {', '.join(missing)}{extra}")
+    return path
+
+
 def read_model_type(folder: str | os.PathLike) -> str | None:
-    """``config.json``'s ``model_type`` in ``folder`` (``None`` when absent or unreadable)."""
+    """``config.json``'s ``model_type`` in ``folder`` (``None`` when absent or unreadable).
+
+    A diffusers pipeline folder (``model_index.json``, no ``config.json``) has the model type of
+    its ``_class_name`` (:data:`DIFFUSERS_MODEL_TYPES`: ``stable-diffusion``).
+    """
+    if _is_diffusers_dir(Path(folder)):
+        return _diffusers_type(Path(folder))
     try:
         value = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
     except (OSError, ValueError, AttributeError):
@@ -102,7 +177,7 @@ def _hf_cache_snapshot(spec: ModelSpec) -> Path | None:
 
     try:
         folder = snapshot_download(
-            spec.hub_id, revision=spec.revision, local_files_only=True, allow_patterns=DOWNLOAD_PATTERNS,
+            spec.hub_id, revision=spec.revision, local_files_only=True, allow_patterns=download_patterns(spec),
             cache_dir=hf_cache_dir(),
         )
     except (LocalEntryNotFoundError, OSError, ValueError):
@@ -161,7 +236,7 @@ def download(spec: ModelSpec, progress: bool = True, pulling: bool = False) -> P
 
     try:
         folder = snapshot_download(
-            spec.hub_id, revision=spec.revision, allow_patterns=DOWNLOAD_PATTERNS, cache_dir=hf_cache_dir()
+            spec.hub_id, revision=spec.revision, allow_patterns=download_patterns(spec), cache_dir=hf_cache_dir()
         )
     except GatedRepoError:
         raise ModelNotAvailable(

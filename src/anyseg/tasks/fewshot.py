@@ -25,62 +25,15 @@ method's own per-mask columns (the classical method's evidence, for instance).
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from anyseg.errors import InputError
 from anyseg.fewshot import Reference, Segmenter
-from anyseg.types import Masks
-from anyseg.video.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from anyseg.tasks.outputs import Target, expand_targets, progress_bar, write_frame
 
 __all__ = ["Target", "expand_targets", "check_videos", "load_references", "run_fewshot", "fewshot_record"]
-
-
-@dataclass(frozen=True)
-class Target:
-    """One target: an image file or a video file (``kind``), and the stem of its output files."""
-
-    path: Path
-    kind: str
-    stem: str
-
-
-def _natural(p: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
-
-
-def expand_targets(targets: Sequence[str | Path]) -> list[Target]:
-    """Image files, folders (their images, natural name order: ``2.png`` before ``10.png``) and
-    video files, as :class:`Target`; one-line :class:`InputError` for a missing path, a folder
-    without images, no targets at all, or two targets whose files would have the same names."""
-    if isinstance(targets, (str, Path)):
-        targets = [targets]
-    found: list[Target] = []
-    for t in targets:
-        p = Path(t)
-        if not p.exists():
-            raise InputError(f"target not found: {p}")
-        if p.is_dir():
-            images = sorted((c for c in p.iterdir() if c.is_file() and c.suffix.lower() in IMAGE_SUFFIXES), key=_natural)
-            if not images:
-                raise InputError(f"folder {p} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            found += [Target(c, "image", c.stem) for c in images]
-        else:
-            found.append(Target(p, "video" if p.suffix.lower() in VIDEO_SUFFIXES else "image", p.stem))
-    if not found:
-        raise InputError("no targets: give image files, folders of images or video files")
-    seen: dict[str, Path] = {}
-    for t in found:
-        if t.stem in seen:
-            raise InputError(f"targets {seen[t.stem]} and {t.path} would write the same files ({t.stem}.json): "
-                             "rename one, or run them into different --out folders")
-        seen[t.stem] = t.path
-    return found
 
 
 def load_references(images: Sequence[str | Path], masks: Sequence[str | Path],
@@ -102,50 +55,12 @@ def load_references(images: Sequence[str | Path], masks: Sequence[str | Path],
     return refs, info
 
 
-def _mask_items(masks: Masks, stem: str, mask_files: Sequence[str]) -> list[dict[str, Any]]:
-    from anyseg.masks.rle import encode_many
-
-    rles = encode_many(masks.masks)
-    items = []
-    for i in range(len(masks)):
-        details = {}
-        for key, column in masks.data.items():
-            value = column[i]
-            if isinstance(value, (np.integer, int)) and not isinstance(value, (bool, np.bool_)):
-                details[key] = int(value)
-            elif isinstance(value, (np.floating, float)):
-                details[key] = round(float(value), 6)
-            elif isinstance(value, (str, np.str_)):
-                details[key] = str(value)
-        items.append({"index": i, "score": round(float(masks.scores[i]), 6),
-                      "box": [round(float(v), 2) for v in masks.boxes[i]], "area": int(masks.masks[i].sum()),
-                      "rle": rles[i], "mask_png": mask_files[i], "details": details})
-    return items
-
-
-def _write_frame(stage: Path, image: np.ndarray, masks: Masks, stem: str) -> dict[str, Any]:
-    """A frame's (or an image's) mask PNGs and overlay into the staging folder; its record part."""
-    from anyseg.io.export import save_mask_pngs, save_overlay_png
-
-    mask_files = [p.name for p in save_mask_pngs(masks, stage, stem)]
-    save_overlay_png(image, masks, stage / f"{stem}_overlay.png")
-    return {"overlay_png": f"{stem}_overlay.png", "num_masks": len(masks), "masks": _mask_items(masks, stem, mask_files)}
-
-
 def fewshot_record(segmenter: Segmenter, references: Sequence[dict[str, Any]], instances: str) -> dict[str, Any]:
     """The fields every record of a run shares: version, task, method, instances, references."""
     from anyseg.version import __version__
 
     return {"anyseg_version": __version__, "task": "fewshot", "method": segmenter.method_name,
             "instances": instances, "references": [dict(r) for r in references]}
-
-
-def _progress(items: Any, total: int, desc: str, show: bool, unit: str) -> Any:
-    from tqdm import tqdm
-
-    # disable=None: shown on a terminal only, so logs and captured stderr stay one line per message
-    return tqdm(items, total=total, desc=desc, unit=unit, disable=None if show and total > 1 else True,
-                dynamic_ncols=True, leave=False)
 
 
 def _run_image(target: Target, segmenter: Segmenter, instances: str, out_dir: Path, head: dict[str, Any],
@@ -158,7 +73,7 @@ def _run_image(target: Target, segmenter: Segmenter, instances: str, out_dir: Pa
     masks = segmenter.predict(image, instances=instances)
     seconds = time.perf_counter() - t
     with staged_dir(out_dir) as stage:
-        part = _write_frame(stage, image, masks, target.stem)
+        part = write_frame(stage, image, masks, target.stem)
         record = {**head, "image": str(target.path), "image_size": list(image.shape[:2]), "seconds": round(seconds, 3),
                   **part}
         write_json(stage / f"{target.stem}.json", record)
@@ -175,10 +90,10 @@ def _run_video(target: Target, segmenter: Segmenter, instances: str, out_dir: Pa
     try:
         with staged_dir(out_dir) as stage:
             records = []
-            for i in _progress(range(len(frames)), len(frames), target.path.name, progress, "frame"):
+            for i in progress_bar(range(len(frames)), len(frames), target.path.name, progress, "frame"):
                 frame = frames[i]
                 masks = segmenter.predict(frame, instances=instances)
-                records.append({"frame": i, **_write_frame(stage, frame, masks, f"{target.stem}_{i:05d}")})
+                records.append({"frame": i, **write_frame(stage, frame, masks, f"{target.stem}_{i:05d}")})
             record = {**head, "video": str(target.path), "image_size": list(frames.size), "fps": round(frames.fps, 3),
                       "num_frames": len(frames), "seconds": round(time.perf_counter() - t, 3),
                       "num_masks": sum(r["num_masks"] for r in records), "frames": records}
@@ -232,7 +147,7 @@ def run_fewshot(targets: Sequence[str | Path | Target], refs: Sequence[Reference
     head = fewshot_record(segmenter, references, instances)
     out = Path(out_dir)
     results = []
-    for target in _progress(expanded, len(expanded), "few-shot", progress, "target"):
+    for target in progress_bar(expanded, len(expanded), "few-shot", progress, "target"):
         if target.kind == "video":
             results.append(_run_video(target, segmenter, instances, out, head, max_frames, progress))
         else:
