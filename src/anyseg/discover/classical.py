@@ -19,22 +19,34 @@ only a few hundred nodes and a dense eigen-decomposition is cheap and determinis
 Two modes (``mode``):
 
 ``objects`` (default, kind ``objects``)
-    the side of the cut that touches the image border less is the object (saliency, as
-    GrabCut-style foreground extraction assumes); its connected components (in the RAG) that
-    cover at least ``min_area`` of the image are the objects. ``objects=N`` keeps cutting the
-    background side (MaskCut-style recursion), up to ``N`` objects, best first.
+    the image is first cut into ``segments`` (8) by the recursive cuts of ``partition``; the
+    segments the *boundary prior* calls salient are the object. The prior is Zhu et al.'s
+    boundary connectivity (:func:`boundary_saliency`, "Saliency Optimization from Robust
+    Background Detection", CVPR 2014): a superpixel whose geodesic neighbourhood (on the RAG,
+    by colour and texture) touches the image border over a long stretch for its area is
+    background; saliency is the colour contrast to the likely-background superpixels. A segment
+    is salient when its mean saliency is above Otsu's threshold of the saliency map. With
+    ``objects=1`` the union of the salient segments is the object (an occluded object may be in
+    pieces); with ``objects=N`` its connected components (at least ``min_area`` of the image)
+    are the objects, best first, at most ``N``.
 ``partition`` (kind ``partition``)
     recursive 2-way cuts, each time splitting the segment with the lowest Ncut, until
     ``objects`` (default 8) segments: disjoint and covering, ``labels`` = segment ids,
     ``data["feature"]`` = mean Lab / 100, lightness std / 100 and the texture histograms.
 
-Scores (both modes) come from the image only: the contrast between a region and the ring of
-pixels around it, ``1 - exp(-(colour + texture distance))`` on the same scales as the edge
+Scores come from the image only. A region's *contrast* is the distance between it and the ring
+of pixels around it, ``1 - exp(-(colour + texture distance))`` on the same scales as the edge
 weights, less the squared difference that sampling noise explains (the descriptors' variance
 over the effective number of independent samples of each side), times ``s / (s + 1)`` for a
-region of ``s`` independent samples (about 200 pixels each: a tiny region is weak evidence), times (objects mode) ``1 - `` the fraction of the image border the object covers. A
-uniform image or pure noise has no contrast anywhere and scores about 0; candidates below
-:data:`MIN_SCORE` are dropped (objects mode).
+region of ``s`` independent samples (about 200 pixels each: a tiny region is weak evidence).
+Partition segments score their contrast. Objects score
+``w0 + w1 contrast + w2 border_touch + w3 separation + w4 background`` clipped to ``[0, 1]``
+(:data:`OBJECT_SCORE_WEIGHTS`: least squares of the IoU on GrabCut's tuning half, so the score
+estimates the IoU; ``border_touch`` the fraction of the image border the object covers,
+``separation`` its mean saliency minus the rest's, ``background`` its mean background
+probability), times ``min(1, contrast / 0.1)`` (no contrast with its surroundings, no object);
+the terms are in ``Masks.data``. A uniform image or pure noise has no contrast anywhere and
+scores about 0; candidates below :data:`MIN_SCORE` are dropped (objects mode).
 
 Differences from the references: the affinity scales are absolute (Lab units, chi-square),
 not adaptive to the image, so that a flat or noisy image does not look structured; masks are
@@ -55,11 +67,14 @@ from anyseg.errors import InputError
 from anyseg.models.base import check_image
 from anyseg.types import Masks
 
-__all__ = ["ClassicalNCut", "MODES", "MIN_SCORE"]
+__all__ = ["ClassicalNCut", "MODES", "MIN_SCORE", "OBJECT_SCORE_WEIGHTS", "boundary_saliency", "bipartition"]
 
 MODES = ("objects", "partition")
 #: objects-mode candidates scoring below this are dropped (no evidence of an object)
 MIN_SCORE = 0.02
+#: objects mode: the score ``w0 + contrast + touch + separation + background`` terms, least squares on
+#: the IoU of GrabCut's tuning half (``python bench/discover_classical.py --fit``)
+OBJECT_SCORE_WEIGHTS = (0.065, 0.172, -0.228, 1.036, -0.53, -0.391)
 _LBP_RADII = (1, 3)
 _LBP_BINS = 10  # uniform LBP with P = 8: 9 uniform codes + 1 non-uniform
 _EPS = 1e-9
@@ -97,6 +112,7 @@ class _Graph:
         self.border_total = float(border.sum())
         self.sigmas = sigmas
         self.W = self._affinity()
+        self.background: np.ndarray | None = None  # per-node background probability (boundary_saliency)
 
     def region_features(self, masks: list[np.ndarray] | None = None, variance: bool = False) -> Any:
         """``(n, 4 + 20)`` mean descriptors (Lab, L std, texture histograms) per superpixel, or per
@@ -247,6 +263,42 @@ def bipartition(W: np.ndarray, min_nodes: int = 1) -> tuple[np.ndarray, float]:
     return side, float(min(ncut[best], 2.0))
 
 
+def boundary_saliency(graph: _Graph, sigma_geo: float = 20.0, sigma_bnd: float = 1.0,
+                      sigma_spatial: float = 0.25) -> np.ndarray:
+    """``(n,)`` per-superpixel saliency by the boundary prior (Zhu et al., "Saliency Optimization
+    from Robust Background Detection", CVPR 2014): the geodesic distance between superpixels on the
+    RAG (edge cost: the Lab distance plus 40 x the texture chi-square), the soft area and soft
+    border length of each superpixel's geodesic neighbourhood (``exp(-d^2 / 2 sigma_geo^2)``), the
+    boundary connectivity ``len / sqrt(area)`` and the background probability
+    ``1 - exp(-bndcon^2 / 2 sigma_bnd^2)`` (kept as ``graph.background``); the saliency is the
+    background-weighted contrast (Lab distance to the likely-background superpixels, spatially
+    weighted with sigma 0.25 of the image size), normalised, times ``1 -`` its own background
+    probability."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import dijkstra
+
+    n = graph.n
+    lab = graph.feats[:, :3]
+    i, j = np.nonzero(np.triu(graph.W > 0, 1))
+    tex = 0.5 * ((graph.feats[i, 4:] - graph.feats[j, 4:]) ** 2 / (graph.feats[i, 4:] + graph.feats[j, 4:] + _EPS)).sum(1)
+    cost = np.linalg.norm(lab[i] - lab[j], axis=1) + 40.0 * tex + 1e-6
+    geo = dijkstra(sparse.coo_matrix((np.r_[cost, cost], (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr(),
+                   directed=False)
+    near = np.exp(-np.minimum(geo, 1e6) ** 2 / (2 * sigma_geo ** 2))
+    area = near @ (graph.area / graph.area.mean())
+    length = near @ (graph.border > 0).astype(np.float64)
+    background = 1.0 - np.exp(-(length / np.sqrt(np.maximum(area, _EPS))) ** 2 / (2 * sigma_bnd ** 2))
+    graph.background = background
+    rows, cols = np.indices(graph.size)
+    flat = graph.sp.reshape(-1)
+    side = float(max(graph.size))
+    cy = np.bincount(flat, rows.reshape(-1), n) / graph.area / side
+    cx = np.bincount(flat, cols.reshape(-1), n) / graph.area / side
+    spatial = np.exp(-((cy[:, None] - cy[None]) ** 2 + (cx[:, None] - cx[None]) ** 2) / (2 * sigma_spatial ** 2))
+    contrast = (np.linalg.norm(lab[:, None] - lab[None], axis=2) * spatial * background[None]).sum(1)
+    return contrast / max(float(contrast.max()), _EPS) * (1.0 - background)
+
+
 class ClassicalNCut:
     """Normalised cut on a superpixel RAG (module docstring): ``mode`` ``objects`` or ``partition``."""
 
@@ -254,7 +306,7 @@ class ClassicalNCut:
 
     def __init__(self, mode: str = "objects", superpixels: int = 300, compactness: float = 10.0,
                  work_side: int = 320, sigma_colour: float = 8.0, sigma_texture: float = 0.05,
-                 sigma_std: float = 6.0, min_area: float = 0.005) -> None:
+                 sigma_std: float = 6.0, min_area: float = 0.005, segments: int = 8) -> None:
         if mode not in MODES:
             raise InputError(f"classical mode must be one of {', '.join(MODES)}; got {mode!r}")
         self.mode = mode
@@ -265,6 +317,7 @@ class ClassicalNCut:
                        _check_number("sigma_texture", sigma_texture, 1e-4, 10),
                        _check_number("sigma_std", sigma_std, 0.1, 200))
         self.min_area = _check_number("min_area", min_area, 0.0, 0.5)
+        self.segments = int(_check_number("segments", segments, 2, 64, integer=True))
 
     @property
     def kind(self) -> str:
@@ -279,7 +332,7 @@ class ClassicalNCut:
         if device not in (None, "cpu"):
             raise InputError(f"the classical method runs on the CPU; got --device {device!r}")
         known = {"mode", "superpixels", "compactness", "work_side", "sigma_colour", "sigma_texture", "sigma_std",
-                 "min_area"}
+                 "min_area", "segments"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise InputError(f"unknown classical option(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
@@ -299,41 +352,61 @@ class ClassicalNCut:
         regions = self._objects(graph, count) if self.mode == "objects" else self._partition(graph, count)
         if not regions:
             return empty_masks((h, w))
-        small = np.stack([graph.mask(nodes) for nodes, _, _ in regions])
+        small = np.stack([graph.mask(r[0]) for r in regions])
         full = np.stack([cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0 for m in small])
-        scores = np.array([s for _, s, _ in regions], np.float32)
-        feature = np.stack([f for _, _, f in regions]).astype(np.float32)
+        scores = np.array([r[1] for r in regions], np.float32)
+        feature = np.stack([r[2] for r in regions]).astype(np.float32)
         feature[:, :4] /= 100.0  # Lab and lightness std on about the histograms' scale
         if self.mode == "partition":
             return Masks(full, scores=scores, labels=np.arange(len(regions)), data={"feature": feature})
         keep = full.any(axis=(1, 2))
-        return Masks(full[keep], scores=scores[keep], data={"feature": feature[keep]})
+        terms = {k: np.array([r[3][k] for r in regions], np.float32)[keep] for k in regions[0][3]}
+        return Masks(full[keep], scores=scores[keep], data={"feature": feature[keep], **terms})
 
-    def _objects(self, graph: _Graph, count: int) -> list[tuple[np.ndarray, float, np.ndarray]]:
-        """MaskCut-style recursion: cut, keep the side touching the border less, cut the rest again."""
-        remaining = np.arange(graph.n)
-        min_px = self.min_area * graph.size[0] * graph.size[1]
-        found: list[tuple[np.ndarray, float, np.ndarray]] = []
-        for _ in range(2 * count + 2):
-            if len(found) >= count or len(remaining) < 2:
-                break
-            side, _ncut = bipartition(graph.W[np.ix_(remaining, remaining)])
-            a, b = remaining[side], remaining[~side]
-            touch_a, touch_b = graph.border[a].sum(), graph.border[b].sum()
-            if touch_a > touch_b or (touch_a == touch_b and graph.area[a].sum() > graph.area[b].sum()):
-                a, b = b, a
-            for comp in graph.components(a):
-                if graph.area[comp].sum() < max(min_px, 1):
-                    continue
-                mask = graph.mask(comp)
-                contrast, feats = graph.contrast(mask)
-                touch = graph.border[comp].sum() / max(graph.border_total, 1.0)
-                score = contrast * (1.0 - touch)
-                if score >= MIN_SCORE:
-                    found.append((comp, float(np.clip(score, 0, 1)), feats))
-            remaining = b
+    def _objects(self, graph: _Graph, count: int) -> list[tuple[np.ndarray, float, np.ndarray, dict[str, float]]]:
+        """The NCut segments the boundary prior calls salient (module docstring): their union as one
+        object (``count`` 1), or its connected components, best first (``count`` > 1)."""
+        sal = boundary_saliency(graph)
+        sal_px = sal[graph.sp]
+        from skimage.filters import threshold_otsu
+
+        if float(sal_px.max() - sal_px.min()) < 1e-6:
+            return []
+        t = float(threshold_otsu(sal_px))
+        segments = self._partition(graph, self.segments)
+        fg = [seg for seg, _, _ in segments if np.average(sal[seg], weights=graph.area[seg]) > t]
+        if not fg:
+            return []
+        nodes = np.concatenate(fg)
+        min_px = max(self.min_area * graph.size[0] * graph.size[1], 1.0)
+        groups = [nodes] if count == 1 else [c for c in graph.components(nodes) if graph.area[c].sum() >= min_px]
+        found = []
+        segment_of = np.zeros(graph.n, np.int64)
+        for k, seg in enumerate(fg):
+            segment_of[seg] = k
+        for group in groups:
+            single = float(len(np.unique(segment_of[group])) == 1)
+            score, feats, terms = self._object_score(graph, group, sal, sal_px, single)
+            if score >= MIN_SCORE:
+                found.append((group, score, feats, terms))
         found.sort(key=lambda r: -r[1])
         return found[:count]
+
+    @staticmethod
+    def _object_score(graph: _Graph, nodes: np.ndarray, sal: np.ndarray, sal_px: np.ndarray,
+                      single: float) -> tuple[float, np.ndarray, dict[str, float]]:
+        """The calibrated score of an object (module docstring), its region features and the score's terms."""
+        mask = graph.mask(nodes)
+        contrast, feats = graph.contrast(mask)
+        touch = graph.border[nodes].sum() / max(graph.border_total, 1.0)
+        sep = (sal_px[mask].mean() - (sal_px[~mask].mean() if (~mask).any() else 0.0)) / max(float(sal_px.max()), _EPS)
+        background = float(np.average(graph.background[nodes], weights=graph.area[nodes]))
+        w0, w_contrast, w_touch, w_sep, w_bg, w_single = OBJECT_SCORE_WEIGHTS
+        linear = w0 + w_contrast * contrast + w_touch * touch + w_sep * sep + w_bg * background + w_single * single
+        gate = min(1.0, contrast / 0.1)  # no contrast with the surroundings: no evidence of an object
+        terms = {"contrast": float(contrast), "border_touch": float(touch), "separation": float(sep),
+                 "background": background, "single_segment": single}
+        return float(np.clip(linear, 0.0, 1.0) * gate), feats, terms
 
     def _partition(self, graph: _Graph, count: int) -> list[tuple[np.ndarray, float, np.ndarray]]:
         """Recursive 2-way cuts, each time splitting the segment whose own best cut has the lowest Ncut."""
