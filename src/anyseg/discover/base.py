@@ -24,7 +24,6 @@ families' loaders are) and built by ``factory(model=..., device=..., allow_downl
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
@@ -75,14 +74,9 @@ def method_factory(name: str) -> Callable[..., DiscoveryMethod]:
         raise InputError(f"unknown discovery method {name!r}; expected one of {', '.join(METHODS)}")
     if not isinstance(target, str):
         return target
-    module, _, attrs = target.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for attr in attrs.split("."):
-            obj = getattr(obj, attr)
-    except (ImportError, AttributeError) as e:
-        raise ModelError(f"cannot import the discovery method {name!r} ({target}): {e}") from None
-    return obj
+    from anyseg.models.families import import_path
+
+    return import_path(target, f"the discovery method {name!r}")
 
 
 def check_objects(objects: Any, default: int) -> int:

@@ -14,7 +14,6 @@ Methods are named after their papers and registered by import path in :data:`MET
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -144,11 +143,6 @@ def method_factory(name: str) -> Callable[..., FewShotMethod]:
         raise InputError(f"unknown few-shot method {name!r}; expected one of {', '.join(METHODS)} (or auto)")
     if not isinstance(target, str):
         return target
-    module, _, attrs = target.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for attr in attrs.split("."):
-            obj = getattr(obj, attr)
-    except (ImportError, AttributeError) as e:
-        raise ModelError(f"cannot import the few-shot method {name!r} ({target}): {e}") from None
-    return obj
+    from anyseg.models.families import import_path
+
+    return import_path(target, f"the few-shot method {name!r}")

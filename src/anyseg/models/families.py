@@ -189,7 +189,7 @@ class Family:
         target = getattr(self, role)
         if target is None:
             raise ModelError(f"the {self.title} family has no {role} loader")
-        return _load(target) if isinstance(target, str) else target
+        return import_path(target) if isinstance(target, str) else target
 
     def build(self, role: str, spec: Any, folder: Any, device: str | None = None, **options: Any) -> Any:
         """Call the ``role`` loader: ``loader(spec, folder, device, **options)`` (see :data:`ROLES`)."""
@@ -205,15 +205,16 @@ class Family:
             raise ModelError(f"{model} needs {' and '.join(missing)}{why}; install them to use it")
 
 
-def _load(path: str) -> Callable[..., Any]:
-    """``"package.module:attr.attr"`` -> the object (one-line error when it cannot be imported)."""
+def import_path(path: str, what: str = "the adapter") -> Callable[..., Any]:
+    """``"package.module:attr.attr"`` -> the object (one-line error naming ``what`` when it cannot be
+    imported). The loaders of the family records and the few-shot and discovery method tables use it."""
     module, _, attrs = path.partition(":")
     try:
         obj: Any = importlib.import_module(module)
         for attr in attrs.split(".") if attrs else ():
             obj = getattr(obj, attr)
     except (ImportError, AttributeError) as e:
-        raise ModelError(f"cannot import the adapter {path}: {e}") from None
+        raise ModelError(f"cannot import {what} {path}: {e}") from None
     return obj
 
 
