@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from anyseg.commands import discover, everything, fewshot, models, segment, text, track
+from anyseg.commands import discover, edit, everything, fewshot, models, segment, text, track
 from anyseg.commands.everything import EVERYTHING_OPTIONS, everything_params
 from anyseg.commands.options import (
     DEVICE_HELP, MAX_PIXELS_HELP, OUT_HELP, RUNTIME_HELP, check_max_pixels, device_option, model_label,
@@ -66,6 +66,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("track", track.add_parser, _track),
     Command("fewshot", fewshot.add_parser, fewshot.run),
     Command("discover", discover.add_parser, discover.run),
+    Command("edit", edit.add_parser, edit.run),
     Command("models", models.add_parser, models.run),
     Command("eval", eval_cli.add_parsers, eval_cli.run),
     Command("serve", serve_cli.add_parser, serve_cli.run),

@@ -11,10 +11,10 @@ import argparse
 from anyseg.commands.options import DEVICE_HELP
 from anyseg.errors import PromptError
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "ObjPrompt", "ObjId"]
 
 
-class _ObjPrompt(argparse.Action):
+class ObjPrompt(argparse.Action):
     """``--prompt`` values paired with the ``--obj`` id in force where they appear."""
 
     def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
@@ -23,7 +23,7 @@ class _ObjPrompt(argparse.Action):
         namespace.prompts = items
 
 
-class _ObjId(argparse.Action):
+class ObjId(argparse.Action):
     """``--obj ID``: the object id (1..254) of the ``--prompt`` options that follow."""
 
     def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
@@ -40,9 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``track`` and its options to the ``anyseg`` sub-commands."""
     t = sub.add_parser("track", help="track objects through a video (file or frame folder) from prompts on any frame")
     t.add_argument("video", help="video file (mp4, avi, ...) or a folder of frames")
-    t.add_argument("--obj", action=_ObjId, metavar="ID",
+    t.add_argument("--obj", action=ObjId, metavar="ID",
                    help="object id (1..254) for the --prompt options that follow (default 1)")
-    t.add_argument("--prompt", action=_ObjPrompt, metavar="FRAME:KIND=VALUE", dest="prompt_args",
+    t.add_argument("--prompt", action=ObjPrompt, metavar="FRAME:KIND=VALUE", dest="prompt_args",
                    help="FRAME:point=X,Y[:LABEL], FRAME:box=X0,Y0,X1,Y1 or FRAME:mask=PNG; repeatable")
     t.add_argument("--text", metavar="CLASSES",
                    help="track every instance of these classes (a,b|synonym): found on the first prompted frame "

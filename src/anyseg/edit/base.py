@@ -188,7 +188,8 @@ def paste_back(image: np.ndarray, filled: np.ndarray, mask: np.ndarray, crop: Cr
         filled = cv2.resize(filled, (cw, ch), interpolation=cv2.INTER_CUBIC if filled.shape[0] < ch else cv2.INTER_AREA)
     region = mask[y0:y1, x0:x1]
     if feather > 0:
-        inside = cv2.distanceTransform(np.pad(region, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        # the image border is no seam: pad with the region itself, so the ramp starts at the mask's edge only
+        inside = cv2.distanceTransform(np.pad(region, 1, mode="edge").astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
         alpha = np.clip(inside / float(feather), 0.0, 1.0)[..., None]
     else:
         alpha = region.astype(np.float32)[..., None]

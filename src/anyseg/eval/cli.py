@@ -1,4 +1,4 @@
-"""``anyseg eval ...``: interactive, box, video, semantic, stored-mask, few-shot and discovery evaluation.
+"""``anyseg eval ...``: interactive, box, video, semantic, stored-mask, few-shot, discovery and edit evaluation.
 
 Each ``anyseg eval KIND`` is an :class:`EvalProtocol` of :data:`PROTOCOLS`: its
 ``add_parser(sub)`` adds the options, its ``run(job)`` reads the data, scores into the job's
@@ -25,7 +25,7 @@ from anyseg.errors import InputError
 from anyseg.runtime import RUNTIMES
 
 __all__ = ["EvalJob", "EvalProtocol", "InteractiveProtocol", "BoxProtocol", "VideoProtocol", "SemanticProtocol",
-           "MasksProtocol", "FewshotProtocol", "DiscoverProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
+           "MasksProtocol", "FewshotProtocol", "DiscoverProtocol", "EditProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
            "check_options", "peak_rss"]
 
 #: most items ``--limit`` may ask for, and most simulated clicks per item
@@ -542,9 +542,29 @@ class DiscoverProtocol(EvalProtocol):
         return run_discover_eval(job)
 
 
+class EditProtocol(EvalProtocol):
+    """Mask-driven editing (:mod:`anyseg.eval.edit`): removal on synthetic composites (PSNR, SSIM in
+    the hole against the clean background, beside the mean-colour fill) and the temporal
+    consistency of video removal (flow warping error, against per-frame inpainting)."""
+
+    name = "edit"
+    help = "object removal: composites' PSNR/SSIM in the hole vs a mean fill; video removal's flow warping error"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        from anyseg.eval.edit import add_arguments
+
+        add_arguments(p)
+        _common_options(p, None)
+
+    def run(self, job: EvalJob) -> int:
+        from anyseg.eval.edit import run_edit_eval
+
+        return run_edit_eval(job)
+
+
 #: every ``anyseg eval KIND``, in ``--help`` order
 PROTOCOLS: tuple[EvalProtocol, ...] = (InteractiveProtocol(), BoxProtocol(), VideoProtocol(), SemanticProtocol(),
-                                       MasksProtocol(), FewshotProtocol(), DiscoverProtocol())
+                                       MasksProtocol(), FewshotProtocol(), DiscoverProtocol(), EditProtocol())
 KINDS = tuple(protocol.name for protocol in PROTOCOLS)
 
 

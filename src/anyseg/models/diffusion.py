@@ -41,7 +41,7 @@ from anyseg.errors import InputError, ModelError
 from anyseg.models.registry import ModelSpec
 
 __all__ = ["DiffusionModel", "RecordingProcessor", "AttentionRecorder", "SelfAttention", "load_diffusion",
-           "resolve_diffusion", "preprocess", "TIMESTEP", "CHUNK_ELEMS"]
+           "resolve_diffusion", "preprocess", "load_components", "first_line", "TIMESTEP", "CHUNK_ELEMS"]
 
 #: the reference's timestep (diffseg.ipynb / benchmarks.ipynb: ``timestep=300``)
 TIMESTEP = 300
@@ -173,7 +173,8 @@ def preprocess(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray((resized / 127.5 - 1.0).transpose(2, 0, 1)[None])
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -316,17 +317,18 @@ def _variant(sub: Path, stem: str) -> str | None:
     return None if (sub / f"{stem}.safetensors").is_file() else "fp16"
 
 
-def _load_parts(spec: ModelSpec, folder: Path, torch_dtype: Any) -> dict[str, Any]:
-    """The UNet, VAE, text encoder, tokenizer and scheduler config of a checked folder (one-line errors)."""
-    import json
-
+def load_components(spec: ModelSpec, folder: Path, classes: dict[str, Any], tokenizers: tuple[str, ...],
+                    torch_dtype: Any) -> dict[str, Any]:
+    """``{component: model}`` for each ``classes`` entry (diffusers / transformers classes, loaded from
+    ``folder/component`` with safetensors only, the ``.fp16`` files where the main ones are absent) and
+    ``{tokenizer: CLIPTokenizer}`` for each of ``tokenizers``; the libraries' logs and bars muted, and
+    any failure one :class:`ModelError` line. Shared by DiffSeg's loader and the inpainting engine."""
     import diffusers
     import transformers
 
-    from anyseg.models.weights import DIFFUSERS_WEIGHTS
+    from anyseg.models.weights import DIFFUSERS_COMPONENTS
 
-    classes = {"unet": diffusers.UNet2DConditionModel, "vae": diffusers.AutoencoderKL,
-               "text_encoder": transformers.CLIPTextModel}
+    stems = {c: w for weights, _ in DIFFUSERS_COMPONENTS.values() for c, w in weights.items()}
     levels = diffusers.logging.get_verbosity(), transformers.logging.get_verbosity()
     bars = transformers.utils.logging.is_progress_bar_enabled()
     diffusers.logging.set_verbosity_error()
@@ -335,19 +337,33 @@ def _load_parts(spec: ModelSpec, folder: Path, torch_dtype: Any) -> dict[str, An
     parts: dict[str, Any] = {}
     try:
         for part, cls in classes.items():
-            variant = _variant(folder / part, DIFFUSERS_WEIGHTS[part])
+            variant = _variant(folder / part, stems.get(part, "model"))
             kwargs: dict[str, Any] = {"use_safetensors": True, "torch_dtype": torch_dtype}
             if variant:
                 kwargs["variant"] = variant
             parts[part] = cls.from_pretrained(str(folder / part), **kwargs)
-        parts["tokenizer"] = transformers.CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+        for part in tokenizers:
+            parts[part] = transformers.CLIPTokenizer.from_pretrained(str(folder / part))
     except Exception as e:  # noqa: BLE001 - every loading failure becomes one line
-        raise ModelError(f"cannot load {spec.name} from {folder}: {_first_line(e)}") from None
+        raise ModelError(f"cannot load {spec.name} from {folder}: {first_line(e)}") from None
     finally:
         diffusers.logging.set_verbosity(levels[0])
         transformers.logging.set_verbosity(levels[1])
         if bars:
             transformers.utils.logging.enable_progress_bar()
+    return parts
+
+
+def _load_parts(spec: ModelSpec, folder: Path, torch_dtype: Any) -> dict[str, Any]:
+    """The UNet, VAE, text encoder, tokenizer and scheduler config of a checked folder (one-line errors)."""
+    import json
+
+    import diffusers
+    import transformers
+
+    classes = {"unet": diffusers.UNet2DConditionModel, "vae": diffusers.AutoencoderKL,
+               "text_encoder": transformers.CLIPTextModel}
+    parts = load_components(spec, folder, classes, ("tokenizer",), torch_dtype)
     try:
         parts["scheduler_config"] = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     except (OSError, ValueError):

@@ -33,7 +33,7 @@ from anyseg.runtime.table import ONNX_RUNTIMES, RUNTIMES, TORCH_RUNTIMES
 __all__ = ["Family", "FAMILY_RECORDS", "CAPABILITIES", "GEOMETRIES", "ROLES", "TRAITS", "register_family", "get_family",
            "find_family", "family_for_model_type", "known_model_types", "families_with",
            "PROMPTABLE", "EVERYTHING", "GRID", "VIDEO", "TEXT", "SEMANTIC", "CONCEPTS", "DETECT", "LABELS",
-           "FEATURES", "FEWSHOT", "DIFFUSION"]
+           "FEATURES", "FEWSHOT", "DIFFUSION", "INPAINT"]
 
 # -- capabilities: what a family's models can do ---------------------------------------------------
 PROMPTABLE = "promptable"  #: points, boxes, masks -> masks: ``load_model`` builds a Predictor
@@ -48,8 +48,9 @@ LABELS = "labels"  #: scores image regions against words (CLIP: mask labels, den
 FEATURES = "features"  #: dense patch features of an image (DINOv2 / DINOv3): matching, discovery
 FEWSHOT = "fewshot"  #: segments, in a new image, what reference examples show (SegGPT, SAM 3 exemplars)
 DIFFUSION = "diffusion"  #: a text-to-image diffusion model whose UNet attention discovery reads (DiffSeg)
+INPAINT = "inpaint"  #: fills masked regions from a text prompt (Stable Diffusion inpainting)
 CAPABILITIES = (PROMPTABLE, EVERYTHING, GRID, VIDEO, TEXT, SEMANTIC, CONCEPTS, DETECT, LABELS, FEATURES, FEWSHOT,
-                DIFFUSION)
+                DIFFUSION, INPAINT)
 
 #: how an image maps into the model's S x S input: resize the longest side to S and pad
 #: bottom/right (segment-anything), or resize to S x S without keeping the aspect ratio (SAM 2)
@@ -74,9 +75,11 @@ ROLES = {
                "[capability fewshot]",
     "diffusion": "(spec, folder, device) -> models.diffusion.DiffusionModel (UNet, VAE, text encoder)   "
                  "[capability diffusion]",
+    "inpaint": "(spec, folder, device, **options) -> edit.sd.SdInpaintEngine (a diffusers inpainting pipeline)   "
+               "[capability inpaint]",
 }
 _ROLE_OF = {PROMPTABLE: "predictor", VIDEO: "tracker", TEXT: "text", FEATURES: "features", FEWSHOT: "fewshot",
-            DIFFUSION: "diffusion"}
+            DIFFUSION: "diffusion", INPAINT: "inpaint"}
 
 #: a loader: ``"package.module:attribute[.attribute]"`` (imported on first use) or the callable itself
 Loader = Union[str, Callable[..., Any]]
@@ -97,10 +100,10 @@ class Family:
         geometry: one of :data:`GEOMETRIES` for the SAM-style adapters, else ``None`` (the
             adapter does its own resizing).
         normalize: default ``(mean, std)`` (a checkpoint's ``preprocessor_config.json`` overrides it).
-        predictor, tracker, text, features, fewshot, diffusion: the loaders of its image predictor,
-            video tracker, text adapter, dense feature extractor, in-context (reference-example)
-            model and diffusion model (see :data:`ROLES`); required by the capabilities
-            promptable, video, text, features, fewshot, diffusion.
+        predictor, tracker, text, features, fewshot, diffusion, inpaint: the loaders of its image
+            predictor, video tracker, text adapter, dense feature extractor, in-context
+            (reference-example) model, diffusion model and inpainting engine (see :data:`ROLES`);
+            required by the capabilities promptable, video, text, features, fewshot, diffusion, inpaint.
         classes: transformers class names by role (``image``, ``video``, ``video_session``, ``text``).
         serves: capability -> the model types whose checkpoints can serve it (a capability not
             listed: every model type). ``auto`` skips a local folder that cannot serve the task,
@@ -130,6 +133,7 @@ class Family:
     features: Loader | None = None
     fewshot: Loader | None = None
     diffusion: Loader | None = None
+    inpaint: Loader | None = None
     classes: Mapping[str, str] = field(default_factory=dict)
     serves: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     key_mappings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -356,6 +360,14 @@ register_family(Family(
     "stable_diffusion", "Stable Diffusion", ("stable-diffusion",), {DIFFUSION}, None, None,
     diffusion="anyseg.models.diffusion:DiffusionModel.from_folder", requires=("diffusers",),
     requires_why="(the diffusion extra: pip install 'anyseg[diffusion]')"))
+# editing (issue 18): Stable Diffusion inpainting pipelines (9-channel UNets: latent, mask, masked-image latent)
+_SD_INPAINT = "anyseg.edit.sd:SdInpaintEngine.from_folder"
+register_family(Family(
+    "sd_inpaint", "Stable Diffusion inpainting", ("stable-diffusion-inpaint",), {INPAINT}, None, None,
+    inpaint=_SD_INPAINT, requires=("diffusers",), requires_why="(the diffusion extra: pip install 'anyseg[diffusion]')"))
+register_family(Family(
+    "sdxl_inpaint", "SDXL inpainting", ("stable-diffusion-xl-inpaint",), {INPAINT}, None, None,
+    inpaint=_SD_INPAINT, requires=("diffusers",), requires_why="(the diffusion extra: pip install 'anyseg[diffusion]')"))
 register_family(Family(
     "seggpt", "SegGPT", ("seggpt",), {FEWSHOT}, None, IMAGENET, fewshot="anyseg.fewshot.seggpt:SegGptModel.from_folder",
     classes={"fewshot": "SegGptForImageSegmentation"}))

@@ -34,6 +34,8 @@ class ModelSpec:
         prefer: capabilities for which ``auto`` tries this model before its family's others
             (``clip-vit-b16`` for class maps: dense CLIP was measured on it).
         path: the local model folder of a spec made from ``--model PATH`` (not registered).
+        variant: the weights-file variant fetched from the hub for a diffusers pipeline
+            (``"fp16"``: the ``*.fp16.safetensors`` files); ``None``: the main (fp32) files.
     """
 
     name: str
@@ -45,6 +47,7 @@ class ModelSpec:
     notes: str = ""
     prefer: tuple[str, ...] = ()
     path: Path | None = None
+    variant: str | None = None
 
     @property
     def needs_weights(self) -> bool:
@@ -99,6 +102,16 @@ _SPECS = [
               notes="Stable Diffusion v1.4: DiffSeg's self-attention (licence: CreativeML OpenRAIL-M)"),
     ModelSpec("sd-v1-5", "stable_diffusion", "stable-diffusion-v1-5/stable-diffusion-v1-5", 1066.0, 12,
               notes="Stable Diffusion v1.5: DiffSeg (licence: CreativeML OpenRAIL-M)"),
+    # editing (issue 18): inpainting pipelines. The SD 1.5 repository's only safetensors weights are its fp16
+    # files, and SDXL's fp16 files halve a 14 GB download; SD 2's mirror (stabilityai's repository is gone)
+    # keeps fp32 safetensors. fp16 files are upcast on load where the engine computes in float32 (CPU).
+    ModelSpec("sd-inpainting", "sd_inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting", 1066.0, 10,
+              notes="Stable Diffusion 1.5 inpainting: fill / replace / style (licence: CreativeML OpenRAIL-M)",
+              variant="fp16"),
+    ModelSpec("sd2-inpainting", "sd_inpaint", "sd2-community/stable-diffusion-2-inpainting", 1304.0, 12,
+              notes="Stable Diffusion 2 inpainting (licence: CreativeML Open RAIL++-M)"),
+    ModelSpec("sdxl-inpainting", "sdxl_inpaint", "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", 3470.0, 15,
+              notes="SDXL 1.0 inpainting 0.1, 1024 px (licence: CreativeML Open RAIL++-M)", variant="fp16"),
 ]
 
 #: name -> spec, in registration order (read it; add to it with :func:`register_model`)

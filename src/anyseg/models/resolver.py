@@ -31,8 +31,8 @@ from pathlib import Path
 from anyseg.errors import ModelError
 from anyseg.models import weights as weights_mod
 from anyseg.models.families import (
-    CAPABILITIES, CONCEPTS, DETECT, DIFFUSION, EVERYTHING, FAMILY_RECORDS, FEATURES, FEWSHOT, GRID, LABELS, PROMPTABLE,
-    SEMANTIC, TEXT, VIDEO, families_with, family_for_model_type, known_model_types,
+    CAPABILITIES, CONCEPTS, DETECT, DIFFUSION, EVERYTHING, FAMILY_RECORDS, FEATURES, FEWSHOT, GRID, INPAINT, LABELS,
+    PROMPTABLE, SEMANTIC, TEXT, VIDEO, families_with, family_for_model_type, known_model_types,
 )
 from anyseg.models.registry import REGISTRY, ModelSpec, get_spec, models_with
 
@@ -70,6 +70,8 @@ WORDS: dict[str, Words] = {
     FEATURES: Words("feature model (DINO / DINOv2 / DINOv3)", "compute patch features", example="dinov2-small"),
     FEWSHOT: Words("in-context model (SegGPT, SAM 3)", "segment from reference examples", example="seggpt-vit-large"),
     DIFFUSION: Words("diffusion model (Stable Diffusion)", "run a diffusion UNet", example="sd-v1-4"),
+    INPAINT: Words("Stable Diffusion inpainting model", "fill masked regions from a text prompt",
+                   example="sd-inpainting"),
 }
 
 

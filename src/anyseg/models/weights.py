@@ -2,7 +2,8 @@
 
 Weights are transformers-format folders (``config.json`` + ``*.safetensors``), or diffusers
 pipeline folders (``model_index.json`` + ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
-``scheduler/``: Stable Diffusion, read by :mod:`anyseg.models.diffusion`); pickled ``*.bin``
+``scheduler/``: Stable Diffusion, read by :mod:`anyseg.models.diffusion`, and its inpainting
+pipelines, read by :mod:`anyseg.edit.sd`; SDXL's add ``text_encoder_2/`` and ``tokenizer_2/``); pickled ``*.bin``
 / ``*.ckpt`` checkpoints are refused (never unpickle untrusted files). Offline
 (``HF_HUB_OFFLINE=1``, ``ANYSEG_OFFLINE=1``, or no route to the hub) a missing model fails
 fast with one line that says how to provide it.
@@ -23,14 +24,34 @@ from anyseg.models.registry import ModelSpec
 DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 
 #: ``model_index.json``'s ``_class_name`` -> the model type a family record claims
-DIFFUSERS_MODEL_TYPES = {"StableDiffusionPipeline": "stable-diffusion"}
+DIFFUSERS_MODEL_TYPES = {"StableDiffusionPipeline": "stable-diffusion",
+                         "StableDiffusionInpaintPipeline": "stable-diffusion-inpaint",
+                         "StableDiffusionXLInpaintPipeline": "stable-diffusion-xl-inpaint"}
 #: the components of a diffusers pipeline folder anyseg reads, and their weights file (fp32 main
 #: file; a local folder may hold the ``.fp16`` variant instead)
 DIFFUSERS_WEIGHTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
-#: fetched for a diffusers family: what DiffSeg needs (never the safety checker, the feature
-#: extractor, the root single-file checkpoints, ``.ckpt`` / ``.bin`` or the fp16 / EMA variants)
-DIFFUSERS_PATTERNS = ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/*.json", "tokenizer/*.txt",
-                      *(f"{c}/{f}" for c, w in DIFFUSERS_WEIGHTS.items() for f in ("config.json", f"{w}.safetensors"))]
+#: per diffusers model type: its weighted components (folder -> weights file stem) and tokenizer folders
+DIFFUSERS_COMPONENTS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+    "stable-diffusion": (DIFFUSERS_WEIGHTS, ("tokenizer",)),
+    "stable-diffusion-inpaint": (DIFFUSERS_WEIGHTS, ("tokenizer",)),
+    "stable-diffusion-xl-inpaint": ({**DIFFUSERS_WEIGHTS, "text_encoder_2": "model"}, ("tokenizer", "tokenizer_2")),
+}
+
+
+def diffusers_patterns(model_type: str, variant: str | None = None) -> list[str]:
+    """The hub files a pipeline of ``model_type`` needs: the index, the scheduler, the tokenizers and each
+    component's config and safetensors weights (the ``variant``'s, e.g. ``fp16``, else the main files);
+    never the safety checker, the feature extractor, the root single-file checkpoints, ``.ckpt`` / ``.bin``,
+    nor the EMA or other variants."""
+    weights, tokenizers = DIFFUSERS_COMPONENTS[model_type]
+    suffix = f".{variant}" if variant else ""
+    return ["model_index.json", "scheduler/scheduler_config.json",
+            *(f"{t}/{x}" for t in tokenizers for x in ("*.json", "*.txt")),
+            *(f"{c}/{f}" for c, w in weights.items() for f in ("config.json", f"{w}{suffix}.safetensors"))]
+
+
+#: fetched for Stable Diffusion (DiffSeg): its fp32 files
+DIFFUSERS_PATTERNS = diffusers_patterns("stable-diffusion")
 
 
 def is_diffusers_spec(spec: ModelSpec) -> bool:
@@ -42,8 +63,12 @@ def is_diffusers_spec(spec: ModelSpec) -> bool:
 
 
 def download_patterns(spec: ModelSpec) -> list[str]:
-    """The hub files fetched for ``spec`` (:data:`DIFFUSERS_PATTERNS` or :data:`DOWNLOAD_PATTERNS`)."""
-    return list(DIFFUSERS_PATTERNS if is_diffusers_spec(spec) else DOWNLOAD_PATTERNS)
+    """The hub files fetched for ``spec``: :func:`diffusers_patterns` of its family's pipeline type and
+    :attr:`~ModelSpec.variant`, or :data:`DOWNLOAD_PATTERNS` for a transformers model."""
+    if not is_diffusers_spec(spec):
+        return list(DOWNLOAD_PATTERNS)
+    model_type = next(t for t in spec.family_record.model_types if t in DIFFUSERS_COMPONENTS)
+    return diffusers_patterns(model_type, spec.variant)
 
 
 def _is_diffusers_dir(path: Path) -> bool:
@@ -140,15 +165,17 @@ def _check_diffusers_dir(path: Path, spec: ModelSpec) -> Path:
         raise ModelError(f"weights folder {path} holds a {what} diffusers pipeline, but {spec.name} needs one "
                          f"of {sorted(accepted)}")
     missing = []
-    for component, stem in DIFFUSERS_WEIGHTS.items():
+    weights, tokenizers = DIFFUSERS_COMPONENTS[model_type]
+    for component, stem in weights.items():
         sub = path / component
         if not (sub / "config.json").is_file():
             missing.append(f"{component}/config.json")
         if not any((sub / f"{stem}{v}.safetensors").is_file() for v in ("", ".fp16")):
             missing.append(f"{component}/{stem}.safetensors")
     vocab = ("tokenizer.json", "vocab.json")
-    if not any((path / "tokenizer" / f).is_file() for f in vocab):
-        missing.append("tokenizer/vocab.json")
+    for tokenizer in tokenizers:
+        if not any((path / tokenizer / f).is_file() for f in vocab):
+            missing.append(f"{tokenizer}/vocab.json")
     if missing:
         pickled = sorted(str(p.relative_to(path)) for pattern in ("*/*.bin", "*.ckpt") for p in path.glob(pattern))
         extra = f"; found pickled {pickled[0]}, which anyseg does not load (convert it to safetensors)" if pickled else ""
@@ -160,7 +187,8 @@ def read_model_type(folder: str | os.PathLike) -> str | None:
     """``config.json``'s ``model_type`` in ``folder`` (``None`` when absent or unreadable).
 
     A diffusers pipeline folder (``model_index.json``, no ``config.json``) has the model type of
-    its ``_class_name`` (:data:`DIFFUSERS_MODEL_TYPES`: ``stable-diffusion``).
+    its ``_class_name`` (:data:`DIFFUSERS_MODEL_TYPES`: ``stable-diffusion``, ``stable-diffusion-inpaint``,
+    ``stable-diffusion-xl-inpaint``).
     """
     if _is_diffusers_dir(Path(folder)):
         return _diffusers_type(Path(folder))
