@@ -221,7 +221,8 @@ def run_inpaint(engine: InpaintEngine, image: np.ndarray, mask: np.ndarray, oper
     if crop.scale < 1.0:
         size = (max(1, round((x1 - x0) * crop.scale)), max(1, round((y1 - y0) * crop.scale)))
         sub = cv2.resize(sub, size, interpolation=cv2.INTER_AREA)
-        sub_mask = cv2.resize(sub_mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        # any overlap with the hole counts as hole: nearest sampling would keep object-coloured edge pixels as known
+        sub_mask = cv2.resize(sub_mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
     t = time.perf_counter()
     filled = engine.inpaint(np.ascontiguousarray(sub), sub_mask, prompt=prompt, seed=seed, **options)
     seconds = time.perf_counter() - t

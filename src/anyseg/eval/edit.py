@@ -457,8 +457,9 @@ def _check_args(args: argparse.Namespace) -> None:
 def _engine(name: str, args: argparse.Namespace) -> Any:
     from anyseg.edit.base import engine_factory
 
-    return engine_factory(name)(weights=args.weights if name == args.engine else None,
-                                model=args.model if name == args.engine else None, device=args.device)
+    if name != args.engine:  # (the mean-fill baseline: no weights, model or device of the engine's)
+        return engine_factory(name)()
+    return engine_factory(name)(weights=args.weights, model=args.model, device=args.device)
 
 
 def _run(job: Any, args: argparse.Namespace) -> tuple[Any, list[dict], dict]:
