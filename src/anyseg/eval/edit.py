@@ -419,7 +419,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="images/ + masks/ (GrabCut) or DAVIS (JPEGImages/ + Annotations/)")
     p.add_argument("--engine", default="telea", help="edit engine: telea, ns, fsr, biharmonic, mean, lama, sd (default telea)")
     p.add_argument("--weights", metavar="PATH", help="the engine's weights (lama: TorchScript / ONNX file)")
-    p.add_argument("--model", default=None, metavar="NAME|PATH", help="the engine's model (sd: registry name or folder)")
+    p.add_argument("--model", default=None, metavar="NAME|PATH", help="the engine's model (sd): a registry name or a local model folder")
     p.add_argument("--device", default=None, help="torch device of the engine: cpu, cuda, cuda:N or mps")
     p.add_argument("--prompt", default=None, help="text for a generative engine (sd)")
     p.add_argument("--dilate", type=int, default=None, metavar="PX", help="grow masks by PX before removal "
