@@ -169,6 +169,10 @@ def test_img2img_strength_and_per_call_settings(engine):
     full = engine.inpaint(image, mask, prompt="a tree", seed=1)
     half = engine.inpaint(image, mask, prompt="a tree", seed=1, strength=0.5, guidance=4.0)  # with CFG
     assert half.shape == full.shape and not np.array_equal(half, full)
+    assert engine.model_id.endswith("@steps2-cfg4-strength0.5")  # the record says what the call ran with
+    assert engine.settings["strength"] == 1.0  # the engine's own settings stay
+    engine.inpaint(image, mask, prompt="a tree", seed=1)
+    assert engine.model_id.endswith("@steps2-cfg1-strength1")
 
 
 def test_sdxl_two_text_encoders(folders):
@@ -179,8 +183,9 @@ def test_sdxl_two_text_encoders(folders):
     assert xl.xl and xl.spec.family == "sdxl_inpaint" and xl.pipeline.text_encoder_2 is not None
     image, mask = _image(), _mask()
     a = run_inpaint(xl, image, mask, "fill", prompt="a blue square", seed=5)
+    b = run_inpaint(xl, image, mask, "fill", prompt="a blue square", seed=5)
     assert np.array_equal(a.image[~a.mask], image[~a.mask]) and a.record["model"].startswith(str(folders["sdxl"]))
-    assert np.array_equal(xl.inpaint(image, mask, prompt="a cat", seed=2), xl.inpaint(image, mask, prompt="a cat", seed=2))
+    assert np.array_equal(a.image, b.image) and not np.array_equal(a.image[mask], image[mask])
 
 
 def test_a_missing_prompt_is_one_line(engine):

@@ -22,7 +22,7 @@ H, W = 64, 96
 def _content() -> np.ndarray:
     """A smooth content image: colour ramps, no texture."""
     yy, xx = np.mgrid[0:H, 0:W]
-    return np.stack([40 + xx, 80 + yy, 120 + 0 * xx], -1).clip(0, 255).astype(np.uint8)
+    return np.stack([40 + xx, 80 + yy, 60 + (xx + yy) // 2], -1).clip(0, 255).astype(np.uint8)
 
 
 def _style() -> np.ndarray:
@@ -83,7 +83,7 @@ def test_histogram_matching_matches_the_cdfs():
         region = np.bincount(out[mask][:, c], minlength=256).cumsum() / mask.sum()
         ref = np.bincount(_style()[..., c].ravel(), minlength=256).cumsum() / _style()[..., 0].size
         before = np.bincount(content[mask][:, c], minlength=256).cumsum() / mask.sum()
-        assert np.abs(region - ref).max() < 0.03 and np.abs(before - ref).max() > 0.5
+        assert np.abs(region - ref).max() < 0.03 and np.abs(before - ref).max() > 0.3
 
 
 def test_texture_raises_high_frequency_energy_toward_the_style():
@@ -135,7 +135,7 @@ def test_strength_blends_and_the_seam_is_feathered():
     edge, core = (12, 40), (30, 50)  # 2 px and 10+ px inside the mask's edge
     assert np.abs(seam[edge] - content[edge]).sum() < np.abs(full[edge] - content[edge]).sum()
     assert np.array_equal(seam[core], full[core])
-    everything = style(content, np.ones((H, W), bool), _style(), method="reinhard")  # an all-image mask is fine
+    everything = style(content, np.ones((H, W), bool), _style(), method="reinhard", device="cpu")  # all-image: fine
     assert everything.image.shape == content.shape
 
 
@@ -159,7 +159,7 @@ def test_a_style_that_is_not_an_image_is_one_line(bad, words):
 @pytest.mark.parametrize("kwargs, words", [
     ({"engine": "gan"}, "unknown engine"), ({"method": "poisson"}, "unknown method"), ({"strength": 1.5}, "--strength"),
     ({"feather": -1}, "--feather"), ({"radius": 0}, "radius"), ({"steps": 3}, "unknown option"),
-    ({"seed": -1}, "--seed"), ({"engine": "sd"}, "--prompt"), ({"engine": "sd", "prompt": "  "}, "--prompt"),
+    ({"seed": -1}, "--seed"), ({"model": "sd-inpainting"}, "uses no model"), ({"weights": "w"}, "uses no weights"), ({"engine": "sd"}, "--prompt"), ({"engine": "sd", "prompt": "  "}, "--prompt"),
 ])
 def test_bad_options_are_one_line(kwargs, words):
     with pytest.raises(InputError) as e:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,7 @@ class SdInpaintEngine:
                  **settings: Any) -> None:
         self.spec, self.pipeline, self.device, self.dtype = spec, pipeline, device, dtype
         self.settings = check_settings(settings)
+        self.last_settings = self.settings  # what the latest inpaint ran with (per-call overrides included)
         self.xl = hasattr(pipeline, "text_encoder_2")
         self.vae_factor = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
         sample = pipeline.unet.config.sample_size
@@ -179,7 +181,9 @@ class SdInpaintEngine:
 
     @property
     def model_id(self) -> str:
-        s = self.settings
+        """The spec's name and the settings of the latest call (the engine's own before any): what the
+        record of that call must say to be reproduced."""
+        s = self.last_settings
         precision = "" if self.dtype == "float32" else f"-{self.dtype}"
         return f"{self.spec.name}@steps{s['steps']}-cfg{s['guidance']:g}-strength{s['strength']:g}{precision}"
 
@@ -208,17 +212,17 @@ class SdInpaintEngine:
         """The engine factory of :data:`anyseg.edit.base.ENGINES`.
 
         ``model``: a registry name (default :data:`DEFAULT_MODEL`), ``auto``, a diffusers folder,
-        or a loaded :class:`SdInpaintEngine` (its pipeline is shared, with these settings);
-        ``weights``: a folder for a registry name. ``settings``: :data:`DEFAULTS`' keys. Bad
-        settings are refused before anything is loaded.
+        or a loaded :class:`SdInpaintEngine` (its pipeline is shared; its settings, overridden by
+        these); ``weights``: a folder for a registry name. ``settings``: :data:`DEFAULTS`' keys.
+        Bad settings are refused before anything is loaded.
         """
-        settings = check_settings(settings)
         if isinstance(model, SdInpaintEngine):
             if weights is not None:
                 raise InputError("--weights goes with a model name, not with a loaded sd engine")
             if dtype is not None and dtype != model.dtype:
                 raise InputError(f"the loaded sd engine computes in {model.dtype}; load it again for {dtype}")
-            return cls(model.spec, model.pipeline, model.device, model.dtype, **settings)
+            return cls(model.spec, model.pipeline, model.device, model.dtype, **{**model.settings, **settings})
+        settings = check_settings(settings)
         from anyseg.models.device import check_device
         from anyseg.models.families import INPAINT
         from anyseg.models.resolver import resolve_folder
@@ -227,7 +231,7 @@ class SdInpaintEngine:
         _check_dtype(dtype, device)
         if model is None:
             model = DEFAULT_MODEL
-        if not isinstance(model, (str, Path)):
+        if not isinstance(model, (str, os.PathLike)):
             raise InputError(f"--model for the sd engine is a registry name or a folder; got {type(model).__name__}")
         spec, folder = resolve_folder(model, INPAINT, weights=weights, allow_download=allow_download, quiet=True)
         return spec.family_record.build("inpaint", spec, folder, device, dtype=dtype, **settings)
@@ -265,6 +269,7 @@ class SdInpaintEngine:
         rh, rw = self.run_size(h, w)
         src = Image.fromarray(image).resize((rw, rh), Image.BICUBIC)
         msk = Image.fromarray((mask > 0).astype(np.uint8) * 255).resize((rw, rh), Image.NEAREST)
+        self.last_settings = settings
         out = self._generate(src, msk, prompt, int(seed), rh, rw, settings)
         if (rh, rw) != (h, w):
             out = np.asarray(Image.fromarray(out).resize((w, h), Image.BICUBIC if rh < h else Image.LANCZOS))

@@ -4,7 +4,7 @@
 the input, and the seam is feathered inside the mask's edge (:func:`anyseg.edit.base.run_inpaint`
 with no dilation: check, crop, restyle the crop, :func:`~anyseg.edit.base.paste_back`).
 ``strength`` blends the restyled region with the original (0: the input unchanged, 1: fully
-restyled). Two engines:
+restyled; 0 returns the input exactly, at any size). Two engines:
 
 **classical** (no weights; ``method`` = steps joined by ``+``, default ``reinhard+texture``):
 
@@ -252,6 +252,8 @@ class ClassicalStyleEngine:
                 **options: Any) -> np.ndarray:
         if options:
             raise InputError(f"unknown option(s) for the classical style engine: {', '.join(sorted(options))}")
+        if self.strength <= 0.0:
+            return image.copy()
         out = image.astype(np.float32)
         for step in self.steps:
             if step == "reinhard":
@@ -286,6 +288,8 @@ class GenerativeStyleEngine:
 
     def inpaint(self, image: np.ndarray, mask: np.ndarray, prompt: str | None = None, seed: int = 0,
                 **options: Any) -> np.ndarray:
+        if self.strength <= 0.0:
+            return image.copy()
         start = image
         if self.precolour:
             start = np.clip(np.rint(reinhard_transfer(image, mask, self.style_image)), 0, 255).astype(np.uint8)
@@ -327,7 +331,8 @@ def style(image: np.ndarray, mask: np.ndarray, style_image: Any, engine: str = "
         feather: the seam's ramp inside the mask, in pixels. seed: the texture tiling offset
             (classical) or the diffusion noise (sd). prompt: the style in words (``sd``: required).
         options: classical: ``method`` (:data:`METHODS`), ``radius``, ``eps``, ``working_size``,
-            ``dilate`` (0); sd: ``model``, ``weights``, ``device``, ``allow_download``, ``steps``,
+            ``dilate`` (0); ``device`` and ``allow_download`` are ignored, ``model`` / ``weights``
+            refused; sd: ``model``, ``weights``, ``device``, ``allow_download``, ``steps``,
             ``guidance``, ``denoise`` (:data:`DEFAULT_DENOISE`), ``negative_prompt``, ``dtype``,
             ``precolour``, ``dilate``.
 
@@ -342,6 +347,12 @@ def style(image: np.ndarray, mask: np.ndarray, style_image: Any, engine: str = "
     seed = _check_int("--seed", seed, 0, 2 ** 63 - 1)
     dilate = options.pop("dilate", 0)
     if engine == "classical":
+        for key in ("model", "weights"):
+            if options.get(key) is not None:
+                raise InputError(f"style: the classical engine uses no {key}; got --{key} {str(options[key])!r} "
+                                 "(it goes with --engine sd)")
+        for key in ("model", "weights", "device", "allow_download"):  # no torch, nothing to fetch: ignored
+            options.pop(key, None)
         _split(options, _CLASSICAL_OPTIONS, engine)
         runner: Any = ClassicalStyleEngine(style_image, strength, **options)
         extra = {"method": runner.method}
@@ -349,6 +360,8 @@ def style(image: np.ndarray, mask: np.ndarray, style_image: Any, engine: str = "
         _split(options, _SD_OPTIONS, engine)
         runner = _sd_engine(style_image, strength, prompt, options)
         extra = {"denoise": runner.denoise, "precolour": runner.precolour}
+    if strength == 0.0:
+        runner.working_size = None  # nothing changes: no resizing either, so the output is the input exactly
     result = run_inpaint(runner, image, mask, "style", prompt=prompt, seed=seed, dilate=dilate, feather=feather,
                          allow_full=True)
     result.record.update({"strength": strength, "style_size": [int(style_image.shape[1]), int(style_image.shape[0])],

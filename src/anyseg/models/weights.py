@@ -114,8 +114,13 @@ def hf_cache_dir() -> str:
 
 def how_to_get(spec: ModelSpec, pulling: bool = False) -> str:
     """How to make ``spec``'s weights available; ``pulling``: said by ``models pull`` itself."""
-    layout = ("diffusers folder of {} (model_index.json, unet/, vae/, text_encoder/, tokenizer/)" if is_diffusers_spec(spec)
-              else "transformers folder of {} (config.json + *.safetensors)").format(spec.hub_id)
+    if is_diffusers_spec(spec):
+        model_type = next(t for t in spec.family_record.model_types if t in DIFFUSERS_COMPONENTS)
+        weights, tokenizers = DIFFUSERS_COMPONENTS[model_type]
+        parts = ", ".join(f"{c}/" for c in (*weights, *tokenizers))
+        layout = f"diffusers folder of {spec.hub_id} (model_index.json, {parts})"
+    else:
+        layout = f"transformers folder of {spec.hub_id} (config.json + *.safetensors)"
     where = f"put the {layout} in $ANYSEG_MODELS/{spec.name}"
     if pulling:
         return f"run it again while online, or {where}"
