@@ -126,6 +126,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s.add_argument("--weights", metavar="PATH", help="sd: the weights folder")
     s.add_argument("--prompt", default=None, metavar="TEXT", help="sd: a text description of the style")
     s.add_argument("--seed", type=int, default=0, help="sd: random seed (default 0)")
+    s.add_argument("--steps", type=int, default=None, metavar="N", help="sd: denoising steps")
+    s.add_argument("--guidance", type=float, default=None, metavar="G", help="sd: classifier-free guidance scale")
+    s.add_argument("--negative-prompt", default=None, metavar="TEXT", help="sd: what the region should not show")
+    s.add_argument("--denoise", type=float, default=None, metavar="D",
+                   help="sd: img2img denoising strength in (0, 1] (default 0.6: keeps the region's shapes)")
     s.add_argument("--feather", type=int, default=8, metavar="PX", help="seam width (default 8)")
     _common(s)
     ct = esub.add_parser("cutout", help="an RGBA cut-out with a matted alpha")

@@ -40,11 +40,13 @@ def list_models(args: argparse.Namespace) -> int:
         return 0
     sources = [s.spec.hub_id or "OpenCV (no weights)" for s in rows]
     width = max(34, *(len(src) for src in sources))  # the columns stay aligned for long hub ids
-    print(f"{'name':<24} {'family':<15} {'params':>8}  {'source':<{width}} present")
+    fam = max(15, *(len(s.spec.family) for s in rows))
+    name = max(24, *(len(s.spec.name) for s in rows))
+    print(f"{'name':<{name}} {'family':<{fam}} {'params':>8}  {'source':<{width}} present")
     for s, source in zip(rows, sources):
         params = f"{s.spec.params_m:.1f}M" if s.spec.params_m else "-"
         present = "yes (builtin)" if s.source == "builtin" else (f"yes ({s.source})" if s.present else "no")
-        print(f"{s.spec.name:<24} {s.spec.family:<15} {params:>8}  {source:<{width}} {present}")
+        print(f"{s.spec.name:<{name}} {s.spec.family:<{fam}} {params:>8}  {source:<{width}} {present}")
     return 0
 
 

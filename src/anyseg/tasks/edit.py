@@ -242,6 +242,10 @@ def _operate(args: argparse.Namespace, image: np.ndarray, mask: Any, segment: An
         except InputError as e:
             raise InputError(f"--style: cannot read the style image: {e}") from None
         options = {k: v for k, v in _engine_kwargs(args).items() if v is not None}
+        sd = {k: getattr(args, k, None) for k in ("steps", "guidance", "negative_prompt", "denoise")}
+        if args.engine != "sd" and any(v is not None for v in sd.values()):
+            raise InputError("--steps, --guidance, --negative-prompt and --denoise apply to --engine sd")
+        options.update({k: v for k, v in sd.items() if v is not None})
         return edit.style(image, mask, style_image, engine=args.engine, strength=args.strength, feather=args.feather,
                           seed=args.seed, prompt=args.prompt, **options)
     if op == "replace" and any(getattr(args, k) is not None for k in ("blur", "color", "background")):
