@@ -70,17 +70,18 @@ def build_dino_vits8(folder: Path) -> Path:
     return _save(ViTModel(cfg, add_pooling_layer=False).eval(), folder, 224)
 
 
-def build_sd(folder: Path) -> Path:
+def save_real_size_sd(folder: Path, unet_in_channels: int = 4) -> None:
+    """Replace the UNet, VAE, text encoder and tokenizer of a tiny SD folder by SD 1.x-sized random ones
+    (``UNet2DConditionModel`` defaults with 768-wide cross attention, the SD VAE, a 12-layer CLIP text
+    encoder; ``unet_in_channels`` 9 for an inpainting UNet). Shared with ``bench/edit_latency.py``."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from tiny_diffusion import tiny_sd_folder
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from tiny_tokenizers import clip_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tiny_sd_folder(folder)  # model_index.json, scheduler, tokenizer; the three models are replaced below
     torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8).save_pretrained(
-        str(folder / "unet"))
+    UNet2DConditionModel(sample_size=64, in_channels=unet_in_channels, cross_attention_dim=768,
+                         attention_head_dim=8).save_pretrained(str(folder / "unet"))
     AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
                   down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                   ).save_pretrained(str(folder / "vae"))
@@ -91,6 +92,14 @@ def build_sd(folder: Path) -> Path:
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
                   ).save_pretrained(str(folder / "text_encoder"))
     tok.save_pretrained(str(folder / "tokenizer"))
+
+
+def build_sd(folder: Path) -> Path:
+    from diffusers import PNDMScheduler
+    from tiny_diffusion import tiny_sd_folder
+
+    tiny_sd_folder(folder)  # model_index.json, scheduler, tokenizer; the three models are replaced below
+    save_real_size_sd(folder)
     PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True
                   ).save_pretrained(str(folder / "scheduler"))
     return folder

@@ -31,6 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 DAVIS = REPO.parent / "shared" / "data" / "davis2016"
 ENGINES = ("telea", "ns", "biharmonic", "mean")
 
@@ -98,26 +99,11 @@ def others(image, mask, repeat: int) -> list[dict]:
 
 
 def build_sd_inpaint(folder: Path) -> Path:
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from discover_memory import save_real_size_sd
     from tiny_inpaint import tiny_inpaint_folder
-    from tiny_tokenizers import clip_tokenizer
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    tiny_inpaint_folder(folder)  # index, scheduler, tokenizer; the three models replaced at real size
-    torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=64, in_channels=9, cross_attention_dim=768, attention_head_dim=8
-                         ).save_pretrained(str(folder / "unet"))
-    AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
-                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                  ).save_pretrained(str(folder / "vae"))
-    tok = clip_tokenizer(max_length=77)
-    tok.pad_token = "<|endoftext|>"
-    CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                 num_attention_heads=12, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-                  ).save_pretrained(str(folder / "text_encoder"))
-    tok.save_pretrained(str(folder / "tokenizer"))
+    tiny_inpaint_folder(folder)  # index, scheduler, tokenizer; the models replaced at real size
+    save_real_size_sd(folder, unet_in_channels=9)
     return folder
 
 

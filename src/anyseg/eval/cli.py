@@ -167,6 +167,18 @@ class EvalJob:
         print(f"report: {paths['report']}  (JSON: {paths['summary']}, per-item: {st.path})", file=sys.stderr)
         return 0
 
+    def report_or_json(self, st: Any, records: list, summary: dict, kind: str, as_json: bool) -> int:
+        """:meth:`report`; with ``as_json`` the table goes to stderr and ``{"header", "summary"}`` to stdout."""
+        import contextlib
+        import json
+
+        if not as_json:
+            return self.report(st, records, summary, kind=kind)
+        with contextlib.redirect_stdout(sys.stderr):
+            code = self.report(st, records, summary, kind=kind)
+        print(json.dumps({"header": self.header, "summary": summary}))
+        return code
+
 
 def peak_rss(store: Any, peak_mb: float) -> dict:
     """``peak_rss_mb`` (the largest over every run into ``store``'s folder) and ``peak_rss_mb_runs``

@@ -48,9 +48,6 @@ seconds per image (discovery only) and ``maxrss_mb`` (``resource.getrusage``'s p
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -575,9 +572,4 @@ def run_discover_eval(job: Any) -> int:
     by_name = {r["name"]: r for r in st.records()}
     records = [by_name[i.name] for i in items if i.name in by_name]
     summary = _summary(records, args, st.out_dir)
-    if not args.json:
-        return job.report(st, records, summary, kind="discover")
-    with contextlib.redirect_stdout(sys.stderr):
-        code = job.report(st, records, summary, kind="discover")
-    print(json.dumps({"header": job.header, "summary": summary}))
-    return code
+    return job.report_or_json(st, records, summary, "discover", args.json)

@@ -47,9 +47,6 @@ Each finished item (an image or a sequence) is one row of the resumable run fold
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -505,9 +502,4 @@ def run_edit_eval(job: Any) -> int:
     args = job.args
     _check_args(args)
     st, records, summary = _run(job, args)
-    if not args.json:
-        return job.report(st, records, summary, kind="edit")
-    with contextlib.redirect_stdout(sys.stderr):
-        code = job.report(st, records, summary, kind="edit")
-    print(json.dumps({"header": job.header, "summary": summary}))
-    return code
+    return job.report_or_json(st, records, summary, "edit", args.json)
