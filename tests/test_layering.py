@@ -33,8 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("anyseg.types", "anyseg.prompts"),  # Prompt, Masks, Embedding; prompt strings -> Prompt fields
     ("anyseg.masks", "anyseg.io", "anyseg.cache"),  # mask ops, reading, exporters, the embedding cache
     ("anyseg.models", "anyseg.runtime"),  # registry, weights, adapters; runtimes wrap predictors
-    # text backends, video trackers, few-shot, discovery and editing methods: built on the models
-    ("anyseg.text", "anyseg.video", "anyseg.fewshot", "anyseg.discover", "anyseg.edit"),
+    # text backends, video trackers, few-shot, discovery, editing and volume methods: built on the models
+    ("anyseg.text", "anyseg.video", "anyseg.fewshot", "anyseg.discover", "anyseg.edit", "anyseg.volume"),
     ("anyseg.tasks",),  # user-facing tasks: promptable, everything, text, track
     ("anyseg.eval",),  # metrics, data sets, runners, and engines from the public loaders
     ("anyseg.serve", "anyseg.batch"),  # the HTTP service, batch runs
