@@ -189,6 +189,7 @@ def main() -> int:
                 continue
             print(f"{name}: timing ...", file=sys.stderr)
             results.append(time_method(name, segmenter_options(name, Path(tmp), built), ref, targets, args.device))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # a long run that is stopped keeps these
     print(f"{source}; {args.targets} targets; torch threads {torch.get_num_threads()}")
     print(f"{'method':10} {'fit (s)':>9} {'cached/target':>14} {'recompute/target':>17} {'speed-up':>9} "
           f"{'session cached':>15} {'session recompute':>18}")
