@@ -36,6 +36,7 @@ def _isolated_model_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("ANYSEG_MODELS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "xdg_cache"))  # converted checkpoints (models convert / pull)
 
 
 @pytest.fixture(scope="module")

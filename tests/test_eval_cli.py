@@ -96,7 +96,7 @@ def test_every_protocol_is_an_eval_sub_command_in_table_order():
     parser = build_parser()
     eval_parser = parser._subparsers._group_actions[0].choices["eval"]
     kinds = next(a for a in eval_parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert tuple(kinds) == eval_cli.KINDS == ("interactive", "box", "video", "semantic", "masks", "fewshot", "discover", "edit")
+    assert tuple(kinds) == eval_cli.KINDS == ("interactive", "box", "video", "semantic", "masks", "fewshot", "discover", "edit", "volume")
     assert [p.name for p in eval_cli.PROTOCOLS] == list(kinds)
     for name in ("interactive", "box", "video", "semantic"):
         model = next(a for a in kinds[name]._actions if "--model" in a.option_strings)

@@ -55,7 +55,7 @@ def test_auto_orders_are_derived_from_the_records():
         "grounding-dino-tiny", "owlv2-large", "owlv2-base"]
     assert [s.name for s in models_with(VIDEO)] == [
         "sam3", "sam2.1-hiera-large", "sam2.1-hiera-base-plus", "sam2.1-hiera-small", "sam2.1-hiera-tiny",
-        "edgetam", "classical"]
+        "edgetam", "medsam2", "classical"]
     promptable = [s.name for s in models_with(PROMPTABLE)]
     assert promptable[0] == "sam3" and promptable[-1] == "classical" and "clip-vit-b16" not in promptable
 

@@ -311,7 +311,7 @@ def test_eval_builds_its_engines_and_importing_an_engine_registers_nothing():
     before, video, semantic = json.loads(out)
     assert before == [[], []]
     assert video == sorted(["classical", "edgetam", "sam3", "sam2.1-hiera-tiny", "sam2.1-hiera-small",
-                            "sam2.1-hiera-base-plus", "sam2.1-hiera-large"])
+                            "sam2.1-hiera-base-plus", "sam2.1-hiera-large", "medsam2"])
     assert {"auto", "auto:masks", "clip-vit-b16", "clip-vit-b16:maskclip", "clip-vit-l14:sclip", "sam3",
             "grounding-dino-tiny", "owlv2-base"} <= set(semantic)
 

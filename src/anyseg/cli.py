@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from anyseg.commands import discover, edit, everything, fewshot, models, segment, text, track
+from anyseg.commands import discover, edit, everything, fewshot, models, segment, text, track, volume
 from anyseg.commands.everything import EVERYTHING_OPTIONS, everything_params
 from anyseg.commands.options import (
     DEVICE_HELP, MAX_PIXELS_HELP, OUT_HELP, RUNTIME_HELP, check_max_pixels, device_option, model_label,
@@ -64,6 +64,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("semantic", text.add_semantic_parser, text.run_semantic),
     Command("panoptic", text.add_panoptic_parser, text.run_panoptic),
     Command("track", track.add_parser, _track),
+    Command("volume", volume.add_parser, volume.run),
     Command("fewshot", fewshot.add_parser, fewshot.run),
     Command("discover", discover.add_parser, discover.run),
     Command("edit", edit.add_parser, edit.run),

@@ -1,4 +1,4 @@
-"""``anyseg eval ...``: interactive, box, video, semantic, stored-mask, few-shot, discovery and edit evaluation.
+"""``anyseg eval ...``: interactive, box, video, semantic, stored-mask, few-shot, discovery, edit and volume evaluation.
 
 Each ``anyseg eval KIND`` is an :class:`EvalProtocol` of :data:`PROTOCOLS`: its
 ``add_parser(sub)`` adds the options, its ``run(job)`` reads the data, scores into the job's
@@ -16,6 +16,8 @@ local model folder (:func:`anyseg.models.resolver.resolve`), as the other comman
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -25,7 +27,7 @@ from anyseg.errors import InputError
 from anyseg.runtime import RUNTIMES
 
 __all__ = ["EvalJob", "EvalProtocol", "InteractiveProtocol", "BoxProtocol", "VideoProtocol", "SemanticProtocol",
-           "MasksProtocol", "FewshotProtocol", "DiscoverProtocol", "EditProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
+           "MasksProtocol", "FewshotProtocol", "DiscoverProtocol", "EditProtocol", "VolumeProtocol", "PROTOCOLS", "KINDS", "MAX_LIMIT", "MAX_CLICKS", "MAX_OBJECT_ID", "add_parsers", "run",
            "check_options", "peak_rss"]
 
 #: most items ``--limit`` may ask for, and most simulated clicks per item
@@ -52,10 +54,8 @@ def _common_options(p: argparse.ArgumentParser, model_help: str | None) -> None:
 
 
 def _ignore_value(text: str) -> Any:
-    if text == "auto":
-        return "auto"
-    if text.lower() == "none":
-        return None
+    if text == "auto" or text.lower() == "none":
+        return "auto" if text == "auto" else None
     try:
         value = int(text)
     except ValueError:
@@ -72,15 +72,10 @@ def _data_dir(path: str) -> Path:
     return p
 
 
-def _limit(n: int | None) -> int | None:
-    if n is not None and not 1 <= n <= MAX_LIMIT:
-        raise InputError(f"--limit must be in 1..{MAX_LIMIT}; got {n}")
-    return n
-
-
 def check_options(args: argparse.Namespace) -> None:
     """The bounds of the module docstring, checked before any file is read."""
-    _limit(args.limit)
+    if args.limit is not None and not 1 <= args.limit <= MAX_LIMIT:
+        raise InputError(f"--limit must be in 1..{MAX_LIMIT}; got {args.limit}")
     if getattr(args, "max_clicks", None) is not None and not 1 <= args.max_clicks <= MAX_CLICKS:
         raise InputError(f"--max-clicks must be in 1..{MAX_CLICKS}; got {args.max_clicks}")
     if getattr(args, "void_id", None) is not None and not 0 <= args.void_id <= 255:
@@ -97,8 +92,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def _check_object_id(args: argparse.Namespace) -> None:
-    k = getattr(args, "object_id", None)
-    if k is None:
+    if (k := getattr(args, "object_id", None)) is None:
         return
     if not 1 <= k <= MAX_OBJECT_ID:
         raise InputError(f"--object-id must be an object id in 1..{MAX_OBJECT_ID} (0 is background); got {k}")
@@ -140,7 +134,7 @@ class EvalJob:
         self.monitor = monitor  # (an RSSMonitor: the run's peak resident set goes into the summary)
         kind = args.eval_command
         self.model_name = getattr(args, "model", None) or "masks"
-        self.data = Path(args.pred if kind == "masks" else args.data)
+        self.data = Path((args.pred if kind == "masks" or getattr(args, "data", None) is None else args.data) or ".")
         self.header: dict = {"kind": kind + ("-video" if kind == "masks" and args.video else ""),
                              "model": self.model_name, "weights": getattr(args, "weights", None)}
         if getattr(args, "object_id", None) is not None:
@@ -169,9 +163,6 @@ class EvalJob:
 
     def report_or_json(self, st: Any, records: list, summary: dict, kind: str, as_json: bool) -> int:
         """:meth:`report`; with ``as_json`` the table goes to stderr and ``{"header", "summary"}`` to stdout."""
-        import contextlib
-        import json
-
         if not as_json:
             return self.report(st, records, summary, kind=kind)
         with contextlib.redirect_stdout(sys.stderr):
@@ -196,8 +187,6 @@ def peak_rss(store: Any, peak_mb: float) -> dict:
 
 
 def _summary_peak(store: Any) -> list[float]:
-    import json
-
     try:
         old = json.loads((store.out_dir / "summary.json").read_text())
         peak = old["summary"]["peak_rss_mb"] if old.get("header") == store.header else None
@@ -534,7 +523,19 @@ class FewshotProtocol(EvalProtocol):
         return job.report(st, *fewshot.run_fewshot(segmenter, plan.episodes[: args.limit or None], st))
 
 
-class DiscoverProtocol(EvalProtocol):
+class _ModuleProtocol(EvalProtocol):
+    """A protocol whose options and run live in the module its subclass's ``module()`` returns: that
+    module's ``add_arguments(p)`` (then ``--limit``, ``--out``, ``--fresh``) and ``run_KIND_eval(job)``."""
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        self.module().add_arguments(p)
+        _common_options(p, None)
+
+    def run(self, job: EvalJob) -> int:
+        return getattr(self.module(), f"run_{self.name}_eval")(job)
+
+
+class DiscoverProtocol(_ModuleProtocol):
     """Object discovery and unsupervised segmentation (:mod:`anyseg.eval.discover`): single-object
     saliency (IoU, accuracy, max F-beta), CorLoc, and unsupervised semantic mIoU with a global
     (STEGO) or per-image (DiffSeg) Hungarian matching."""
@@ -542,19 +543,13 @@ class DiscoverProtocol(EvalProtocol):
     name = "discover"
     help = "object discovery: saliency (IoU, max F-beta), CorLoc, unsupervised semantic mIoU (Hungarian matching)"
 
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        from anyseg.eval.discover import add_arguments
+    def module(self) -> Any:
+        from anyseg.eval import discover
 
-        add_arguments(p)
-        _common_options(p, None)
-
-    def run(self, job: EvalJob) -> int:
-        from anyseg.eval.discover import run_discover_eval
-
-        return run_discover_eval(job)
+        return discover
 
 
-class EditProtocol(EvalProtocol):
+class EditProtocol(_ModuleProtocol):
     """Mask-driven editing (:mod:`anyseg.eval.edit`): removal on synthetic composites (PSNR, SSIM in
     the hole against the clean background, beside the mean-colour fill) and the temporal
     consistency of video removal (flow warping error, against per-frame inpainting)."""
@@ -562,21 +557,27 @@ class EditProtocol(EvalProtocol):
     name = "edit"
     help = "object removal: composites' PSNR/SSIM in the hole vs a mean fill; video removal's flow warping error"
 
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        from anyseg.eval.edit import add_arguments
+    def module(self) -> Any:
+        from anyseg.eval import edit
 
-        add_arguments(p)
-        _common_options(p, None)
+        return edit
 
-    def run(self, job: EvalJob) -> int:
-        from anyseg.eval.edit import run_edit_eval
 
-        return run_edit_eval(job)
+class VolumeProtocol(_ModuleProtocol):
+    """Label volumes, 2D medical masks (:mod:`anyseg.eval.volume`): Dice, IoU, NSD, HD95, ASSD with the spacing."""
+
+    name = "volume"
+    help = "label volumes (or 2D medical masks): Dice, IoU, NSD, HD95, ASSD in mm, from files or a prompted model"
+
+    def module(self) -> Any:
+        from anyseg.eval import volume
+
+        return volume
 
 
 #: every ``anyseg eval KIND``, in ``--help`` order
 PROTOCOLS: tuple[EvalProtocol, ...] = (InteractiveProtocol(), BoxProtocol(), VideoProtocol(), SemanticProtocol(),
-                                       MasksProtocol(), FewshotProtocol(), DiscoverProtocol(), EditProtocol())
+                                       MasksProtocol(), FewshotProtocol(), DiscoverProtocol(), EditProtocol(), VolumeProtocol())
 KINDS = tuple(protocol.name for protocol in PROTOCOLS)
 
 

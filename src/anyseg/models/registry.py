@@ -36,6 +36,11 @@ class ModelSpec:
         path: the local model folder of a spec made from ``--model PATH`` (not registered).
         variant: the weights-file variant fetched from the hub for a diffusers pipeline
             (``"fp16"``: the ``*.fp16.safetensors`` files); ``None``: the main (fp32) files.
+        checkpoint: the file of an original-format (not transformers) checkpoint in :attr:`hub_id`
+            (MedSAM2's ``MedSAM2_latest.pt``): ``anyseg models pull`` downloads it and converts it
+            (:mod:`anyseg.models.convert`, with the config of this spec's name) into a local
+            transformers folder (:func:`anyseg.models.weights.converted_dir`); ``None``: the hub
+            repository is a transformers folder.
     """
 
     name: str
@@ -48,6 +53,7 @@ class ModelSpec:
     prefer: tuple[str, ...] = ()
     path: Path | None = None
     variant: str | None = None
+    checkpoint: str | None = None
 
     @property
     def needs_weights(self) -> bool:
@@ -69,6 +75,12 @@ _SPECS = [
     ModelSpec("sam2.1-hiera-small", "sam2", "facebook/sam2.1-hiera-small", 46.0, 55, notes="SAM 2.1 Hiera-S"),
     ModelSpec("sam2.1-hiera-base-plus", "sam2", "facebook/sam2.1-hiera-base-plus", 80.8, 75, notes="SAM 2.1 Hiera-B+"),
     ModelSpec("sam2.1-hiera-large", "sam2", "facebook/sam2.1-hiera-large", 224.4, 80, notes="SAM 2.1 Hiera-L"),
+    # medical (issue 19): MedSAM (Ma et al., Nature Communications 2024; Apache-2.0) in transformers format, and
+    # MedSAM2 (Ma et al. 2025; Apache-2.0), published only as an original SAM 2.1 checkpoint (converted on pull)
+    ModelSpec("medsam", "sam", "flaviagiammarino/medsam-vit-base", 93.7, 5,
+              notes="MedSAM: SAM ViT-B fine-tuned on medical images; trained with box prompts: give it a box"),
+    ModelSpec("medsam2", "sam2", "wanglab/MedSAM2", 38.9, 5, checkpoint="MedSAM2_latest.pt",
+              notes="MedSAM2: SAM 2.1 Hiera-T at 512 px fine-tuned on 3D medical images and video (converted on pull)"),
     ModelSpec("edgetam", "edgetam", "yonigozlan/EdgeTAM-hf", 13.9, 20, notes="EdgeTAM: on-device SAM 2 variant"),
     ModelSpec("sam3", "sam3_tracker", "facebook/sam3", 848.0, 90, notes="SAM 3 point/box tracker interface (gated on the hub)"),
     ModelSpec("classical", "classical", None, 0.0, 0, notes="OpenCV GrabCut, no weights: the offline default"),

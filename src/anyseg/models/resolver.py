@@ -79,7 +79,7 @@ WORDS: dict[str, Words] = {
 class ModelStatus:
     spec: ModelSpec
     present: bool
-    source: str  # where the weights are: "path", "ANYSEG_MODELS", "hf-cache", "builtin" or "" (absent)
+    source: str  # where the weights are: "path", "ANYSEG_MODELS", "hf-cache", "converted", "builtin" or "" (absent)
     location: str
 
 

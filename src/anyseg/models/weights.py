@@ -101,6 +101,15 @@ def models_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def converted_dir(spec: ModelSpec) -> Path:
+    """The transformers folder an original-format checkpoint (:attr:`ModelSpec.checkpoint`) is converted
+    into: ``$ANYSEG_MODELS/NAME``, else ``~/.cache/anyseg/models/NAME`` (``$XDG_CACHE_HOME`` respected)."""
+    root = models_dir()
+    if root is None:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "anyseg" / "models"
+    return root / spec.name
+
+
 def hf_cache_dir() -> str:
     """The Hugging Face hub cache, read from the environment at call time (huggingface_hub reads it at import)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -114,6 +123,12 @@ def hf_cache_dir() -> str:
 
 def how_to_get(spec: ModelSpec, pulling: bool = False) -> str:
     """How to make ``spec``'s weights available; ``pulling``: said by ``models pull`` itself."""
+    if spec.checkpoint is not None:  # an original checkpoint: downloaded, then converted
+        steps = (f"`huggingface-cli download {spec.hub_id} {spec.checkpoint} --local-dir .`, then `anyseg models convert "
+                 f"{spec.checkpoint} --family {spec.family} --config {spec.name} --out {converted_dir(spec)}`")
+        if pulling:
+            return f"run it again while online, or {steps}"
+        return f"run `anyseg models pull {spec.name}` while online (it downloads and converts it), or {steps}"
     if is_diffusers_spec(spec):
         model_type = next(t for t in spec.family_record.model_types if t in DIFFUSERS_COMPONENTS)
         weights, tokenizers = DIFFUSERS_COMPONENTS[model_type]
@@ -236,6 +251,9 @@ def resolve_local(spec: ModelSpec, weights: str | os.PathLike | None = None) -> 
         for candidate in (root / spec.name, root / spec.hub_id.replace("/", "--")):
             if candidate.exists():
                 return check_weights_dir(candidate, spec), "ANYSEG_MODELS"
+    if spec.checkpoint is not None:  # the hub holds an original checkpoint: only its converted folder serves
+        folder = converted_dir(spec)
+        return (check_weights_dir(folder, spec), "converted") if folder.exists() else None
     cached = _hf_cache_snapshot(spec)
     if cached is not None:
         return cached, "hf-cache"
@@ -255,7 +273,9 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def download(spec: ModelSpec, progress: bool = True, pulling: bool = False) -> Path:
-    """Download ``spec``'s safetensors weights into the Hugging Face cache and return the folder.
+    """Download ``spec``'s safetensors weights into the Hugging Face cache and return the folder; an
+    original-format checkpoint (:attr:`ModelSpec.checkpoint`) is downloaded there and converted into
+    :func:`converted_dir`.
 
     ``pulling``: called by ``anyseg models pull`` (its errors then suggest what that command can do).
     """
@@ -264,13 +284,16 @@ def download(spec: ModelSpec, progress: bool = True, pulling: bool = False) -> P
         raise ModelNotAvailable(f"{spec.name} is not available locally and downloads are off (offline mode); {hint}")
     if not _hub_reachable():
         raise ModelNotAvailable(f"{spec.name} is not available locally and the Hugging Face hub cannot be reached; {hint}")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     try:
-        folder = snapshot_download(
-            spec.hub_id, revision=spec.revision, allow_patterns=download_patterns(spec), cache_dir=hf_cache_dir()
-        )
+        if spec.checkpoint is not None:
+            original = hf_hub_download(spec.hub_id, spec.checkpoint, revision=spec.revision, cache_dir=hf_cache_dir())
+        else:
+            folder = snapshot_download(
+                spec.hub_id, revision=spec.revision, allow_patterns=download_patterns(spec), cache_dir=hf_cache_dir()
+            )
     except GatedRepoError:
         raise ModelNotAvailable(
             f"{spec.hub_id} is gated: accept its licence on the hub and log in (`hf auth login`), then retry"
@@ -279,6 +302,11 @@ def download(spec: ModelSpec, progress: bool = True, pulling: bool = False) -> P
         raise ModelNotAvailable(f"{spec.hub_id} was not found on the hub (or needs a login)") from None
     except (HfHubHTTPError, OSError) as e:
         raise ModelNotAvailable(f"downloading {spec.hub_id} failed: {str(e).splitlines()[0]}") from None
+    if spec.checkpoint is not None:
+        from anyseg.models.convert import convert_checkpoint
+
+        folder = converted_dir(spec)
+        convert_checkpoint(original, spec.family, folder, config=spec.name)
     return check_weights_dir(Path(folder), spec)
 
 

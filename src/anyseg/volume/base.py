@@ -85,8 +85,9 @@ class Volume:
             raise InputError(f"voxel spacing must be 3 positive numbers; got {self.spacing}")
         origin = tuple(float(v) for v in self.origin)
         direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
-        if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
-            raise InputError("the volume's direction cosines are not a rotation (or reflection) matrix")
+        if not np.all(np.isfinite(direction)) or np.abs(direction.T @ direction - np.eye(3)).max() > 1e-3:
+            raise InputError("the volume's direction cosines are not orthonormal (a rotation or reflection): "
+                             "a sheared grid cannot be described by spacing and direction")
         object.__setattr__(self, "spacing", spacing)
         object.__setattr__(self, "origin", origin)
         object.__setattr__(self, "direction", direction)
