@@ -33,12 +33,13 @@ def write_volume(path: Path, slices: int, side: int = 512) -> tuple[int, int, in
 
     yy, xx = np.mgrid[:side, :side]
     body = ((yy - side / 2) / (0.42 * side)) ** 2 + ((xx - side / 2) / (0.47 * side)) ** 2 < 1
-    header = nib.Nifti1Header()
-    header.set_data_dtype(np.int16)
-    header.set_data_shape((side, side, slices))
-    header.set_zooms((0.8, 0.8, 1.5))
     affine = np.diag([-0.8, -0.8, 1.5, 1.0])
-    img = nib.Nifti1Image(np.zeros((1, 1, 1), np.int16), affine, header)  # header only; data streamed below
+    img = nib.Nifti1Image(np.zeros((1, 1, 1), np.int16), affine)  # the header only; the data are streamed below
+    img.header.set_data_dtype(np.int16)
+    img.header.set_data_shape((side, side, slices))
+    img.header.set_zooms((0.8, 0.8, 1.5))
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
     rng = np.random.default_rng(0)
     offset = 352
     with open(path, "wb") as f:
