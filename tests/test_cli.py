@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from anyseg.cli import main
+from cli_helpers import assert_one_line_error, run
 
 from tiny_models import build_sam
 
@@ -32,22 +32,6 @@ def image_path(tmp_path) -> Path:
     path = tmp_path / "disc.png"
     Image.fromarray(img).save(path)
     return path
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines}"
-    assert lines[0].startswith("anyseg: error: ")
-    assert "Traceback" not in err
-    for f in fragments:
-        assert f in lines[0], f"{f!r} not in {lines[0]!r}"
 
 
 # -- successful runs ----------------------------------------------------------------------

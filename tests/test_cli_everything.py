@@ -10,6 +10,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from anyseg.cli import main
+from cli_helpers import run
 
 from _bounds import bound_error
 from tiny_models import build_sam2
@@ -24,12 +25,6 @@ def image_path(tmp_path):
     path = tmp_path / "shapes.png"
     Image.fromarray(img).save(path)
     return path
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_classical_everything_writes_indexed_png_overlay_and_coco(capsys, image_path, tmp_path):

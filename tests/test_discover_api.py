@@ -17,7 +17,7 @@ from anyseg.discover.snap import interior_point, snap_to_sam
 from anyseg.errors import InputError
 from anyseg.types import Masks
 
-from test_fewshot_cli import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, run
 
 H, W = 64, 96
 

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from anyseg.edit import base
 
 from test_edit_api import H, W, FakeEngine, scene
-from test_fewshot_cli import assert_one_line_error, run
+from cli_helpers import assert_one_line_error, run
 
 
 @pytest.fixture()

@@ -15,23 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anyseg.cli import main
 from anyseg.eval import cli as eval_cli
+from cli_helpers import one_line, run
 
 torch = pytest.importorskip("torch")
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("anyseg: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, err)
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,8 @@ from anyseg.discover import base
 from anyseg.errors import InputError
 from anyseg.eval import discover as ed
 from anyseg.types import Masks
-from test_eval_fewshot import one_line, rows, run, summary
+from cli_helpers import one_line, run
+from test_eval_fewshot import rows, summary
 
 H, W = 64, 96
 RED, GREEN, BLUE = (230, 20, 20), (20, 220, 30), (30, 40, 230)

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anyseg.cli import main
 from anyseg.errors import InputError
 from anyseg.eval import fewshot, fewshot_data
 from anyseg.fewshot.base import register_method
 from anyseg.types import Masks
+from cli_helpers import one_line, run
 from conftest import shared_dataset
 
 COLOURS = [(230, 30, 30), (30, 220, 40), (40, 60, 230), (230, 220, 30), (220, 40, 220), (40, 220, 220),
@@ -73,19 +73,6 @@ def _methods():
     Colour.interrupt_after = None
     yield
     Colour.interrupt_after = None
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("anyseg: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, err)
 
 
 def summary(out: Path) -> dict:

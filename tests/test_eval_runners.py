@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anyseg.cli import main
 from anyseg.errors import InputError
 from anyseg.eval import datasets, runners
 from anyseg.eval.store import ResultStore
+from cli_helpers import run
 
 from conftest import shared_dataset
 
@@ -44,12 +44,6 @@ def mask_data(tmp_path) -> Path:
             m[band] = 128
         Image.fromarray(m).save(root / "masks" / f"im{i}.png")
     return root
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- readers -----------------------------------------------------------------------------------

@@ -15,26 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anyseg.cli import main
 from anyseg.eval import volume_metrics as vm
+from cli_helpers import one_line, run
 
 pytest.importorskip("nibabel")
 SHARED_KVASIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kvasir"
 SPACING = (0.8, 0.9, 2.5)  # (si, sj, sk) mm
 SHAPE = (12, 40, 44)  # (K, J, I)
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("anyseg: error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, err)
 
 
 def _rotation(deg: float) -> np.ndarray:

@@ -12,24 +12,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from anyseg.cli import main
+from cli_helpers import assert_one_line_error, run
 
 from test_fewshot_api import H, W, scene
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines}"
-    assert lines[0].startswith("anyseg: error: ") and "Traceback" not in err
-    for f in fragments:
-        assert f in lines[0], f"{f!r} not in {lines[0]!r}"
 
 
 def save(path: Path, array: np.ndarray) -> Path:

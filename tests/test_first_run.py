@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anyseg.cli import main
 from anyseg.errors import InputError
 from anyseg.eval import datasets
 from anyseg.eval.report import format_table, format_value
+from cli_helpers import run
 
 from conftest import shared_dataset
 
@@ -34,12 +34,6 @@ def _palette(ids: np.ndarray) -> Image.Image:
     im = Image.fromarray(ids.astype(np.uint8), mode="P")
     im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * (256 * 3 - 12))
     return im
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 PROGRESS = re.compile(r"^\w+: +\d+%\|")  # a tqdm bar left by the run
