@@ -18,7 +18,7 @@ def _sub_commands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argumen
 
 def test_the_parser_has_one_sub_command_per_row_in_table_order():
     names = [command.name for command in cli.COMMANDS]
-    assert names == ["segment", "everything", "text", "semantic", "panoptic", "track", "volume", "fewshot", "discover", "edit", "models", "eval", "serve"]
+    assert names == ["segment", "everything", "text", "semantic", "panoptic", "track", "volume", "fewshot", "discover", "edit", "finetune", "pseudolabel", "models", "eval", "serve"]
     assert list(_sub_commands(cli.build_parser())) == names
     assert all(callable(c.add_parser) and callable(c.run) for c in cli.COMMANDS)
 

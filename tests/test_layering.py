@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("anyseg.text", "anyseg.video", "anyseg.fewshot", "anyseg.discover", "anyseg.edit", "anyseg.volume"),
     ("anyseg.tasks",),  # user-facing tasks: promptable, everything, text, track
     ("anyseg.eval",),  # metrics, data sets, runners, and engines from the public loaders
+    ("anyseg.finetune", "anyseg.tasks.finetune"),  # training validates with eval's metrics and box protocol
     ("anyseg.serve", "anyseg.batch"),  # the HTTP service, batch runs
     ("anyseg.cli", PACKAGE),  # the command line; the package root (lazy re-exports)
 ]

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from anyseg.commands import discover, edit, everything, fewshot, models, segment, text, track, volume
+from anyseg.commands import discover, edit, everything, fewshot, finetune, models, segment, text, track, volume
 from anyseg.commands.everything import EVERYTHING_OPTIONS, everything_params
 from anyseg.commands.options import (
     DEVICE_HELP, MAX_PIXELS_HELP, OUT_HELP, RUNTIME_HELP, check_max_pixels, device_option, model_label,
@@ -68,6 +68,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("fewshot", fewshot.add_parser, fewshot.run),
     Command("discover", discover.add_parser, discover.run),
     Command("edit", edit.add_parser, edit.run),
+    Command("finetune", finetune.add_finetune_parser, finetune.run_finetune),
+    Command("pseudolabel", finetune.add_pseudolabel_parser, finetune.run_pseudolabel),
     Command("models", models.add_parser, models.run),
     Command("eval", eval_cli.add_parsers, eval_cli.run),
     Command("serve", serve_cli.add_parser, serve_cli.run),

@@ -78,7 +78,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str,
             xs, ys = zip(*loss)
             ax_loss.plot(xs, ys, color="#9ecae1", linewidth=0.8, label="loss")
             ax_loss.plot(xs, smooth(ys), color="#08519c", linewidth=1.6, label="moving average")
-            ax_loss.legend(loc="upper right")
+            ax_loss.legend(loc="best")
         else:
             ax_loss.text(0.5, 0.5, "no steps recorded", ha="center", va="center", transform=ax_loss.transAxes)
         ax_loss.set(xlabel="step", ylabel="focal + dice + IoU-head MSE", title="training loss")

@@ -136,7 +136,16 @@ def shared_rows(enabled: bool = True) -> Iterator[None]:
         _SHARED_ROWS.reset(token)
 
 
-def _share_first_layer_projections(model: Any) -> bool:
+def unshare_first_layer_projections(model: Any) -> Any:
+    """Remove the :class:`_SharedRowsLinear` wrappers (fine-tuning: they hide three decoder
+    ``nn.Linear`` modules from peft); the Linear modules stay registered. Returns ``model``."""
+    for module in model.modules():
+        for key in [k for k, v in vars(module).items() if isinstance(v, _SharedRowsLinear)]:
+            del module.__dict__[key]
+    return model
+
+
+def share_first_layer_projections(model: Any) -> bool:
     """Install :class:`_SharedRowsLinear` on the first block's image-side projections, if present."""
     try:
         block = model.mask_decoder.transformer.layers[0]
@@ -393,7 +402,7 @@ class SamFamilyPredictor(Predictor):
                  model_id: str | None = None, decoder_dtype: Any = None):
         bind_model(self, spec, model, folder, device, mean, std)
         self.frame = int(model.config.prompt_encoder_config.image_size)
-        _share_first_layer_projections(model)
+        share_first_layer_projections(model)
         self._id = model_id or (f"{spec.name}:{folder}" if folder else spec.name)
         self._fast: Any = None
         self.image_encoder: ImageEncoder = encoder if encoder is not None else TorchEncoder(model)
