@@ -68,7 +68,7 @@ def one_run(model: str, dataset: str, args: argparse.Namespace, root: Path) -> d
     base = tiny_models.BUILDERS[model](run_dir / "base")
     tr, va = split(DATA / dataset, run_dir / "data", args.val_every)
     before = {"train": box_iou(base, tr, run_dir / "eval-train-before"), "val": box_iou(base, va, run_dir / "eval-val-before")}
-    cfg = FinetuneConfig(method=args.method, steps=args.steps, batch=args.batch, prompts=("box", "point"),
+    cfg = FinetuneConfig(method=args.method, loss=args.loss, steps=args.steps, batch=args.batch, prompts=("box", "point"),
                          checkpoint_every=max(1, args.steps // 2), val_every=args.val_interval, seed=0, lr=args.lr)
     t = time.perf_counter()
     result = train(str(base), tr, run_dir / "train", cfg, val_dir=va, resume=False, progress=False)
@@ -77,7 +77,7 @@ def one_run(model: str, dataset: str, args: argparse.Namespace, root: Path) -> d
              "val": box_iou(result.model_dir, va, run_dir / "eval-val-after")}
     png = plot_curves(result.history, result.val, run_dir / "curves.png", title=f"tiny {model} on {dataset}")
     n_train, n_val = len(list((tr / "images").iterdir())), len(list((va / "images").iterdir()))
-    return {"model": model, "dataset": dataset, "method": args.method, "steps": result.steps, "seconds": round(seconds, 1),
+    return {"model": model, "dataset": dataset, "method": args.method, "loss": args.loss, "steps": result.steps, "seconds": round(seconds, 1),
             "train_images": n_train, "val_images": n_val, "iou_before": before, "iou_after": after,
             "val_curve": [(v.get("step"), round(v["iou"], 4)) for v in result.val], "curves": str(png)}
 
@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", default="kvasir,grabcut")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--method", default="full")
+    ap.add_argument("--loss", default="sam", choices=["sam", "medsam"],
+                    help="sam: 20:1 focal + dice; medsam: 1:1 dice + cross-entropy (MedSAM's)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3, help="(tiny random models learn from scratch: larger than SAM's)")
     ap.add_argument("--val-every", type=int, default=4, help="every N-th image goes to the val split")

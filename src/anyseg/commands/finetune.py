@@ -53,6 +53,9 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     p.add_argument("--prompts", default="box,point", metavar="box,point,mask",
                    help="prompt kinds sampled from the ground truth (default box,point; mask: iterative rounds)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="training precision (default fp32)")
+    p.add_argument("--loss", default="sam", choices=["sam", "medsam"],
+                   help="sam: SAM's 20:1 focal + dice (default); medsam: MedSAM's 1:1 dice + cross-entropy (both with "
+                        "the IoU head's MSE)")
     p.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
                    help="write a checkpoint every N steps (default 100); reruns resume from the last")
     p.add_argument("--keep-adapter", action="store_true",
@@ -97,7 +100,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     cfg = finetune_config(method=args.method, lora_rank=args.lora_rank, lora_decoder=args.lora_decoder,
                           steps=args.steps, epochs=args.epochs, batch=args.batch, accumulate=args.accumulate,
                           lr=args.lr, prompts=args.prompts, precision=args.precision, seed=args.seed,
-                          checkpoint_every=args.checkpoint_every, keep_adapter=args.keep_adapter)
+                          checkpoint_every=args.checkpoint_every, keep_adapter=args.keep_adapter, loss=args.loss)
     device = device_option(args.device)
     out = check_out(args.out)
     check_data(args.data, args.val)

@@ -19,7 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FOCAL_WEIGHT", "DICE_WEIGHT", "IOU_WEIGHT", "focal_loss", "dice_loss", "mask_iou", "sam_loss"]
+__all__ = ["FOCAL_WEIGHT", "DICE_WEIGHT", "IOU_WEIGHT", "LOSSES", "focal_loss", "dice_loss", "bce_loss", "mask_iou",
+           "sam_loss"]
+
+#: ``sam``: SAM's 20:1 focal + dice (with the IoU MSE); ``medsam``: MedSAM's 1:1 dice + binary cross-entropy
+#: (``train_one_gpu.py``: ``DiceLoss(sigmoid=True, squared_pred=True)`` + ``BCEWithLogitsLoss``), with the IoU MSE
+LOSSES = ("sam", "medsam")
 
 FOCAL_WEIGHT = 20.0
 DICE_WEIGHT = 1.0
@@ -49,6 +54,24 @@ def dice_loss(logits: Any, target: Any, valid: Any, smooth: float = 1.0) -> Any:
     return 1 - (2 * inter + smooth) / (p.sum((-2, -1)) + (t * v).sum((-2, -1)) + smooth)
 
 
+def bce_loss(logits: Any, target: Any, valid: Any) -> Any:
+    """``(..., h, w)`` logits -> ``(...)`` binary cross-entropy averaged over the valid pixels."""
+    import torch.nn.functional as F
+
+    v = valid.to(logits.dtype)
+    ce = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
+    return (ce * v).sum((-2, -1)) / v.sum((-2, -1)).clamp_min(1.0)
+
+
+def squared_dice_loss(logits: Any, target: Any, valid: Any, smooth: float = 1e-5) -> Any:
+    """MONAI's ``DiceLoss(sigmoid=True, squared_pred=True)`` over the valid pixels (MedSAM's dice term)."""
+    t = target.to(logits.dtype)
+    v = valid.to(logits.dtype)
+    p = logits.sigmoid() * v
+    inter = (p * t).sum((-2, -1))
+    return 1 - (2 * inter + smooth) / ((p * p).sum((-2, -1)) + (t * v).sum((-2, -1)) + smooth)
+
+
 def mask_iou(logits: Any, target: Any, valid: Any) -> Any:
     """``(...)`` IoU of the thresholded logits (> 0) with the target over the valid pixels
     (1 when both are empty), without gradient."""
@@ -62,13 +85,14 @@ def mask_iou(logits: Any, target: Any, valid: Any) -> Any:
         return torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union))
 
 
-def sam_loss(logits: Any, iou_pred: Any, target: Any, valid: Any) -> tuple[Any, dict[str, Any], Any]:
+def sam_loss(logits: Any, iou_pred: Any, target: Any, valid: Any, kind: str = "sam") -> tuple[Any, dict[str, Any], Any]:
     """SAM's loss for a batch.
 
     Args:
         logits: ``(B, M, h, w)`` low-resolution mask logits (``M`` output masks per prompt).
         iou_pred: ``(B, M)`` the IoU head's predictions.
         target, valid: ``(B, h, w)`` bool ground truth and valid pixels on the same grid.
+        kind: one of :data:`LOSSES`.
 
     Returns:
         ``(loss, parts, best)``: the scalar loss (mean over the batch), its detached parts
@@ -80,9 +104,12 @@ def sam_loss(logits: Any, iou_pred: Any, target: Any, valid: Any) -> tuple[Any, 
     tgt = target[:, None].expand_as(logits)
     val = valid[:, None].expand_as(logits)
     logits = logits.float()
-    focal = focal_loss(logits, tgt, val)
-    dice = dice_loss(logits, tgt, val)
-    per_mask = FOCAL_WEIGHT * focal + DICE_WEIGHT * dice  # (B, M)
+    if kind == "medsam":  # the "focal" part is the cross-entropy then
+        focal, dice = bce_loss(logits, tgt, val), squared_dice_loss(logits, tgt, val)
+        per_mask = focal + dice
+    else:
+        focal, dice = focal_loss(logits, tgt, val), dice_loss(logits, tgt, val)
+        per_mask = FOCAL_WEIGHT * focal + DICE_WEIGHT * dice  # (B, M)
     best = per_mask.detach().argmin(dim=1)
     rows = torch.arange(logits.shape[0], device=logits.device)
     iou_true = mask_iou(logits, tgt, val)  # (B, M)

@@ -52,7 +52,7 @@ from anyseg.errors import InputError, ModelError
 from anyseg.finetune.data import (TrainSample, corrective_click, load_samples, low_res_target, sample_box,
                                   sample_points)
 from anyseg.finetune.export import lora_targets, make_trainable
-from anyseg.finetune.losses import sam_loss
+from anyseg.finetune.losses import LOSSES, sam_loss
 
 __all__ = ["FinetuneConfig", "TrainResult", "train", "METHODS", "DEFAULT_LR", "DEFAULT_WEIGHT_DECAY",
            "FINETUNABLE_FAMILIES", "lora_targets"]  # lora_targets: re-exported
@@ -97,6 +97,7 @@ class FinetuneConfig:
     schedule: str = "cosine"
     keep_adapter: bool = False
     cache_bytes: int = 2 * 1024**3
+    loss: str = "sam"
 
     def checked(self) -> "FinetuneConfig":
         """This config with ``prompts`` normalised, or a one-line :class:`InputError`."""
@@ -126,6 +127,8 @@ class FinetuneConfig:
             raise InputError(f"precision must be fp32 or bf16; got {self.precision!r}")
         if self.schedule not in ("cosine", "step"):
             raise InputError(f"schedule must be cosine or step; got {self.schedule!r}")
+        if self.loss not in LOSSES:
+            raise InputError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         return replace(self, prompts=prompts)
 
     @property
@@ -334,7 +337,7 @@ class _Run:
                 kw["input_masks"] = prev[:, None]
             multimask = r == 0 and points is not None and points.shape[1] == 1
             logits, iou = self.decode(feats, kw, multimask)
-            loss, parts, best = sam_loss(logits, iou, target, valid)
+            loss, parts, best = sam_loss(logits, iou, target, valid, self.cfg.loss)
             total = total + loss / rounds
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v / rounds
