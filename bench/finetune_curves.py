@@ -68,7 +68,8 @@ def one_run(model: str, dataset: str, args: argparse.Namespace, root: Path) -> d
     base = tiny_models.BUILDERS[model](run_dir / "base")
     tr, va = split(DATA / dataset, run_dir / "data", args.val_every)
     before = {"train": box_iou(base, tr, run_dir / "eval-train-before"), "val": box_iou(base, va, run_dir / "eval-val-before")}
-    cfg = FinetuneConfig(method=args.method, loss=args.loss, steps=args.steps, batch=args.batch, prompts=("box", "point"),
+    cfg = FinetuneConfig(method=args.method, loss=args.loss, steps=args.steps, batch=args.batch,
+                         prompts=tuple(args.prompts.split(",")), rounds=args.rounds,
                          checkpoint_every=max(1, args.steps // 2), val_every=args.val_interval, seed=0, lr=args.lr)
     t = time.perf_counter()
     result = train(str(base), tr, run_dir / "train", cfg, val_dir=va, resume=False, progress=False)
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", default="kvasir,grabcut")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--method", default="full")
+    ap.add_argument("--prompts", default="box,point", help="prompt kinds sampled from the masks")
+    ap.add_argument("--rounds", type=int, default=3, help="iterative prompt rounds per step")
     ap.add_argument("--loss", default="sam", choices=["sam", "medsam"],
                     help="sam: 20:1 focal + dice; medsam: 1:1 dice + cross-entropy (MedSAM's)")
     ap.add_argument("--batch", type=int, default=2)
