@@ -53,6 +53,7 @@ from anyseg.finetune.data import (TrainSample, corrective_click, load_samples, l
                                   sample_points)
 from anyseg.finetune.export import lora_targets, make_trainable
 from anyseg.finetune.losses import LOSSES, sam_loss
+from anyseg.models.families import FAMILY_RECORDS
 
 __all__ = ["FinetuneConfig", "TrainResult", "train", "METHODS", "DEFAULT_LR", "DEFAULT_WEIGHT_DECAY",
            "FINETUNABLE_FAMILIES", "lora_targets"]  # lora_targets: re-exported
@@ -63,7 +64,8 @@ DEFAULT_WEIGHT_DECAY = 0.01
 DEFAULT_EPOCHS = 10
 PROMPT_KINDS = ("box", "point", "mask")
 #: SAM-family image models whose transformers class trains through this loop
-FINETUNABLE_FAMILIES = ("sam", "sam_hq", "sam2")
+#: the families whose records carry the ``finetune`` trait (SAM, SAM-HQ, SAM 2), in registration order
+FINETUNABLE_FAMILIES = tuple(name for name, f in FAMILY_RECORDS.items() if "finetune" in f.traits)
 #: training images validated when no validation folder is given
 TRAIN_VAL_IMAGES = 16
 KEEP_CHECKPOINTS = 2
@@ -172,7 +174,7 @@ def _predictor(model: Any, device: str | None) -> Any:
         name = getattr(model, "name", type(model).__name__)
         raise ModelError(f"model {name} cannot be fine-tuned: fine-tuning needs a SAM-family image model "
                          f"({', '.join(FINETUNABLE_FAMILIES)}); the classical engine has no weights to train")
-    if model.family not in FINETUNABLE_FAMILIES:
+    if "finetune" not in model.spec.family_record.traits:
         raise ModelError(f"fine-tuning supports the {', '.join(FINETUNABLE_FAMILIES)} families; "
                          f"{model.name} is {model.family}")
     if device is not None:
@@ -227,7 +229,7 @@ class _Run:
         self.out_dir, self.cfg = out_dir, cfg
         self.total = cfg.total_steps(len(samples))
         self.peft, self.params = make_trainable(predictor, cfg)
-        self.hq = predictor.family == "sam_hq"
+        self.hq = "hq_features" in predictor.spec.family_record.traits
         self.grad_encoder = cfg.method != "decoder"
         self.low = predictor.frame // 4
         self.cache: dict[Any, Any] = {}

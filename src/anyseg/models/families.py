@@ -63,6 +63,7 @@ TRAITS = {
     "sorted_multimask": "multimask candidates come sorted by score, not in the decoder's order (SAM-HQ): segment "
                         "everything keeps the first and accepts only granularity 'all'",
     "sam2_decoder": "SAM 2's prompt encoder and decoder: a padding point after box corners, high-resolution skips",
+    "finetune": "anyseg.finetune trains its image path (LoRA on the encoder's qkv, the mask decoder, or every weight)",
 }
 
 #: the loaders a record can name, and the signature each is called with
@@ -309,15 +310,15 @@ def _classical_predictor(spec: Any, folder: Any = None, device: Any = None) -> A
 
 register_family(Family(
     "sam", "SAM", ("sam",), _SAM_LIKE, "longest_side", IMAGENET, predictor=_SAM, classes={"image": "SamModel"},
-    runtimes=TORCH_RUNTIMES + ONNX_RUNTIMES, traits={"fast_decoder"}))
+    runtimes=TORCH_RUNTIMES + ONNX_RUNTIMES, traits={"fast_decoder", "finetune"}))
 register_family(Family(
     "sam_hq", "SAM-HQ", ("sam_hq",), _SAM_LIKE, "longest_side", IMAGENET, predictor=_SAM,
-    classes={"image": "SamHQModel"}, runtimes=TORCH_RUNTIMES, traits={"hq_features", "sorted_multimask"}))
+    classes={"image": "SamHQModel"}, runtimes=TORCH_RUNTIMES, traits={"hq_features", "sorted_multimask", "finetune"}))
 register_family(Family(
     "sam2", "SAM 2", ("sam2", "sam2_video"), _SAM2_LIKE, "square", IMAGENET, predictor=_SAM, tracker=_SAM2_TRACKER,
     classes={"image": "Sam2Model", "video": "Sam2VideoModel", "video_session": "Sam2VideoInferenceSession"},
     serves={VIDEO: ("sam2_video",)}, everything_defaults=_SAM2_EVERYTHING, runtimes=TORCH_RUNTIMES + ONNX_RUNTIMES,
-    traits={"fast_decoder", "sam2_decoder"}))
+    traits={"fast_decoder", "sam2_decoder", "finetune"}))
 register_family(Family(
     "edgetam", "EdgeTAM", ("edgetam", "edgetam_video"), _SAM2_LIKE, "square", IMAGENET, predictor=_SAM,
     tracker=_SAM2_TRACKER,
