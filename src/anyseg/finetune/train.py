@@ -56,14 +56,14 @@ from anyseg.finetune.losses import LOSSES, sam_loss
 from anyseg.models.families import FAMILY_RECORDS
 
 __all__ = ["FinetuneConfig", "TrainResult", "train", "METHODS", "DEFAULT_LR", "DEFAULT_WEIGHT_DECAY",
-           "FINETUNABLE_FAMILIES", "lora_targets"]  # lora_targets: re-exported
+           "FINETUNABLE_FAMILIES", "PROMPT_KINDS", "PRECISIONS", "lora_targets"]  # lora_targets: re-exported
 
 METHODS = ("lora", "decoder", "full")
 DEFAULT_LR = {"lora": 1e-4, "decoder": 1e-4, "full": 1e-5}
 DEFAULT_WEIGHT_DECAY = 0.01
 DEFAULT_EPOCHS = 10
 PROMPT_KINDS = ("box", "point", "mask")
-#: SAM-family image models whose transformers class trains through this loop
+PRECISIONS = ("fp32", "bf16")
 #: the families whose records carry the ``finetune`` trait (SAM, SAM-HQ, SAM 2), in registration order
 FINETUNABLE_FAMILIES = tuple(name for name, f in FAMILY_RECORDS.items() if "finetune" in f.traits)
 #: training images validated when no validation folder is given
@@ -125,7 +125,7 @@ class FinetuneConfig:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise InputError(f"{name} must be a non-negative number; got {v!r}")
-        if self.precision not in ("fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise InputError(f"precision must be fp32 or bf16; got {self.precision!r}")
         if self.schedule not in ("cosine", "step"):
             raise InputError(f"schedule must be cosine or step; got {self.schedule!r}")

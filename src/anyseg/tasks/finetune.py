@@ -27,14 +27,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from anyseg.errors import InputError
+from anyseg.finetune.train import METHODS, PRECISIONS, PROMPT_KINDS  # the trainer's own names, not copies
 
 __all__ = ["METHODS", "PROMPT_KINDS", "PRECISIONS", "MAX_LORA_RANK", "MAX_STEPS", "MAX_EPOCHS",
            "MAX_BATCH", "MAX_ACCUMULATE", "SUMMARY_JSON", "finetune_config", "parse_prompts", "check_learnable",
            "check_data", "run_record", "check_resume", "run_finetune", "parse_augment", "run_pseudolabel", "config_record"]
 
-METHODS = ("lora", "decoder", "full")
-PROMPT_KINDS = ("box", "point", "mask")
-PRECISIONS = ("fp32", "bf16")
 MAX_LORA_RANK = 256
 MAX_STEPS = 10_000_000
 MAX_EPOCHS = 100_000
