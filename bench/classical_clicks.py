@@ -188,6 +188,17 @@ def spearman(pairs: list[tuple[float, float]]) -> float | None:
     return None if np.ptp(s) == 0 or np.ptp(i) == 0 else round(float(spearmanr(s, i).statistic), 3)
 
 
+def confidence(pairs: list[tuple[float, float]], wrong: float = 0.5, confident: float = 0.5) -> dict:
+    """How often a (score, IoU) pair is confidently wrong (score >= ``confident``, IoU < ``wrong``),
+    and the scores of wrong and right masks: issue 14's "never confidently wrong", measured."""
+    bad = [s for s, i in pairs if i < wrong]
+    good = [s for s, i in pairs if i >= wrong]
+    mean = lambda v: round(float(np.mean(v)), 3) if v else None  # noqa: E731
+    return {"confidently_wrong": sum(s >= confident for s in bad), "wrong": len(bad), "of": len(pairs),
+            "max_score_when_wrong": round(max(bad), 3) if bad else None, "mean_score_when_wrong": mean(bad),
+            "mean_score_when_right": mean(good)}
+
+
 def click_summary(rows: list[dict], max_clicks: int) -> dict:
     from anyseg.eval.clicker import summarize
 
@@ -198,7 +209,8 @@ def click_summary(rows: list[dict], max_clicks: int) -> dict:
     every = [c for r in rows for cs in r["candidates"] for c in cs]
     n_clicks = sum(len(r["predict_s"]) for r in rows)
     out.update({"spearman_first_click_candidates": spearman(first), "spearman_returned_masks": spearman(returned),
-                "spearman_all_candidates": spearman(every), "pairs": {"first": len(first), "returned": len(returned),
+                "spearman_all_candidates": spearman(every), "confidence_returned": confidence(returned),
+                "confidence_first_click_candidates": confidence(first), "pairs": {"first": len(first), "returned": len(returned),
                                                                         "all": len(every)},
                 "seconds_per_click": round(sum(sum(r["predict_s"]) for r in rows) / max(1, n_clicks), 3),
                 "seconds_per_click_with_embed": round(sum(r["seconds"] for r in rows) / max(1, n_clicks), 3)})
@@ -212,6 +224,7 @@ def box_summary(rows: list[dict]) -> dict:
             "oracle_iou": round(float(np.mean([max(i for _, i in r["candidates"]) for r in rows])), 4),
             "spearman_returned": spearman([(r["score"], r["iou"]) for r in rows]),
             "spearman_all_candidates": spearman([c for r in rows for c in r["candidates"]]),
+            "confidence_returned": confidence([(r["score"], r["iou"]) for r in rows]),
             "seconds_per_image": round(float(np.mean([r["seconds"] for r in rows])), 3)}
 
 
